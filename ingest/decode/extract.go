@@ -1,0 +1,490 @@
+package decode
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+	"strings"
+
+	"github.com/llmtap/llmtap/ingest/event"
+)
+
+// extraction is what the bodies say.
+type extraction struct {
+	endpoint               string // the path's endpoint, or the one inferred from the body
+	stream                 bool
+	reqModel, respModel    string
+	prompt, response       string
+	reasoning, toolCalls   string
+	finishReason           string
+	usage                  usage
+	httpError, streamError string
+}
+
+// obj is a lazily decoded JSON object. Values may alias the parsed bytes:
+// an obj must not outlive them, and nothing taken from it may be kept
+// without a copy (strings are copies by construction).
+type obj map[string]json.RawMessage
+
+func parseObj(b []byte) obj {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return nil
+	}
+	if o, ok := scanObj(b); ok {
+		return o
+	}
+	var o obj
+	if json.Unmarshal(b, &o) != nil {
+		return nil
+	}
+	return o
+}
+
+func (o obj) str(key string) string {
+	raw, ok := o[key]
+	if !ok {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+func (o obj) obj(key string) obj {
+	raw, ok := o[key]
+	if !ok {
+		return nil
+	}
+	return parseObj(raw)
+}
+
+func (o obj) arr(key string) []json.RawMessage {
+	raw, ok := o[key]
+	if !ok {
+		return nil
+	}
+	return asArr(raw)
+}
+
+func asArr(raw json.RawMessage) []json.RawMessage {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '[' {
+		return nil
+	}
+	if a, ok := scanArray(raw); ok {
+		return a
+	}
+	var a []json.RawMessage
+	if json.Unmarshal(raw, &a) != nil {
+		return nil
+	}
+	return a
+}
+
+func asString(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	sc := scanner{b: raw}
+	if v, ok := sc.str(); ok && sc.i == len(raw) {
+		return v, true
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// intVal reads a JSON number (integer or float form) as int64.
+func intVal(raw json.RawMessage) *int64 {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] == 'n' {
+		return nil
+	}
+	s := string(raw)
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return &n
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= -9e18 && f <= 9e18 {
+		n := int64(f)
+		return &n
+	}
+	return nil
+}
+
+func extract(ev *event.Event, endpoint string, reqBody, respBody []byte) (x extraction) {
+	req := parseObj(reqBody)
+	x.reqModel = req.str("model")
+	x.endpoint = endpoint
+	if endpoint == EndpointOther && ev.Source == event.SourceKong && req != nil {
+		// Kong AI Proxy routes have arbitrary paths: infer from the body.
+		switch {
+		case req["messages"] != nil:
+			endpoint = EndpointChat
+		case req["prompt"] != nil:
+			endpoint = EndpointCompletions
+		}
+		x.endpoint = endpoint
+	}
+	switch endpoint {
+	case EndpointChat:
+		x.prompt = lastUserText(req.arr("messages"))
+	case EndpointCompletions:
+		x.prompt = joinedStrings(req["prompt"])
+	case EndpointEmbeddings:
+		x.prompt = joinedStrings(req["input"])
+	case EndpointResponses:
+		x.prompt = responsesPrompt(req)
+	}
+
+	x.stream = isStream(ev, respBody)
+	if x.stream && !startsJSON(respBody) {
+		if endpoint == EndpointResponses || (endpoint != EndpointChat && endpoint != EndpointCompletions && looksLikeResponsesStream(respBody)) {
+			reassembleResponses(respBody, &x)
+		} else {
+			reassembleChat(respBody, &x)
+		}
+		if ev.Status >= 300 && x.httpError == "" {
+			x.httpError = x.streamError
+			x.streamError = ""
+		}
+		return x
+	}
+
+	resp := parseObj(respBody)
+	if ev.Status >= 300 || (ev.Status == 0 && resp != nil && (resp["error"] != nil || resp.str("object") == "error")) {
+		x.httpError = errorMessage(resp)
+		if x.httpError == "" && resp == nil {
+			x.httpError = textSnippet(respBody)
+		}
+	}
+	if resp == nil {
+		return x
+	}
+	x.respModel = resp.str("model")
+	switch endpoint {
+	case EndpointChat, EndpointCompletions:
+		x.usage = parseUsage(resp.obj("usage"))
+		choices := resp.arr("choices")
+		c := choiceZero(choices)
+		if c == nil {
+			break
+		}
+		x.finishReason = c.str("finish_reason")
+		if t, ok := asString(c["text"]); ok {
+			x.response = t
+		}
+		if m := c.obj("message"); m != nil {
+			x.response = contentText(m["content"])
+			x.reasoning = firstNonEmpty(m.str("reasoning_content"), m.str("reasoning"))
+			x.toolCalls = toolCallsJSON(normalizeToolCalls(m.arr("tool_calls")))
+		}
+	case EndpointEmbeddings:
+		x.usage = parseUsage(resp.obj("usage"))
+	case EndpointResponses:
+		applyResponseObject(resp, &x)
+	}
+	return x
+}
+
+// choiceZero returns the choice with index 0 (or the first one).
+func choiceZero(choices []json.RawMessage) obj {
+	var first obj
+	for i, raw := range choices {
+		c := parseObj(raw)
+		if c == nil {
+			continue
+		}
+		idx := intVal(c["index"])
+		if (idx != nil && *idx == 0) || (idx == nil && i == 0) {
+			return c
+		}
+		if first == nil {
+			first = c
+		}
+	}
+	return first
+}
+
+func isStream(ev *event.Event, body []byte) bool {
+	if ev.Stream {
+		return true
+	}
+	if strings.Contains(strings.ToLower(headerValue(ev.ResponseHeaders, "content-type")), "text/event-stream") {
+		return true
+	}
+	b := bytes.TrimLeft(bytes.TrimPrefix(body, []byte("\xEF\xBB\xBF")), " \t\r\n")
+	return bytes.HasPrefix(b, []byte("data:")) || bytes.HasPrefix(b, []byte("event:")) || bytes.HasPrefix(b, []byte(": "))
+}
+
+// startsJSON: a body flagged as a stream that is really a JSON document
+// (Kong's composite of a streamed answer, or an error body).
+func startsJSON(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
+}
+
+func looksLikeResponsesStream(b []byte) bool {
+	n := len(b)
+	if n > 4096 {
+		n = 4096
+	}
+	head := b[:n]
+	return bytes.Contains(head, []byte("event: response.")) || bytes.Contains(head, []byte(`"type":"response.`))
+}
+
+// lastUserText is the text of the last message with role "user".
+func lastUserText(msgs []json.RawMessage) string {
+	for i := len(msgs) - 1; i >= 0; i-- {
+		m := parseObj(msgs[i])
+		if m == nil || m.str("role") != "user" {
+			continue
+		}
+		return contentText(m["content"])
+	}
+	return ""
+}
+
+// contentText is a string content, or the text parts of a content array
+// joined by "\n".
+func contentText(raw json.RawMessage) string {
+	if s, ok := asString(raw); ok {
+		return s
+	}
+	var parts []string
+	for _, p := range asArr(raw) {
+		if s, ok := asString(p); ok {
+			parts = append(parts, s)
+			continue
+		}
+		po := parseObj(p)
+		if po == nil {
+			continue
+		}
+		switch po.str("type") {
+		case "text", "input_text", "output_text", "":
+			if t, ok := asString(po["text"]); ok {
+				parts = append(parts, t)
+			}
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+// joinedStrings is a string, or an array of strings joined by "\n"; token id
+// arrays give "".
+func joinedStrings(raw json.RawMessage) string {
+	if s, ok := asString(raw); ok {
+		return s
+	}
+	var parts []string
+	for _, p := range asArr(raw) {
+		s, ok := asString(p)
+		if !ok {
+			return ""
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "\n")
+}
+
+func responsesPrompt(req obj) string {
+	if s, ok := asString(req["input"]); ok {
+		return s
+	}
+	items := req.arr("input")
+	for i := len(items) - 1; i >= 0; i-- {
+		it := parseObj(items[i])
+		if it == nil || it.str("role") != "user" {
+			continue
+		}
+		return contentText(it["content"])
+	}
+	return req.str("instructions")
+}
+
+// parseUsage reads OpenAI chat/completions usage and Responses API usage.
+func parseUsage(u obj) usage {
+	if u == nil {
+		return usage{}
+	}
+	pick := func(keys ...string) *int64 {
+		for _, k := range keys {
+			if v := intVal(u[k]); v != nil {
+				return v
+			}
+		}
+		return nil
+	}
+	return usage{
+		prompt:     pick("prompt_tokens", "input_tokens"),
+		completion: pick("completion_tokens", "output_tokens"),
+		total:      pick("total_tokens"),
+	}
+}
+
+// errorMessage reads the error of a body: {"error":{"message":…}},
+// {"error":"…"}, {"object":"error","message":…}, {"message":…},
+// {"detail":…}.
+func errorMessage(o obj) string {
+	if o == nil {
+		return ""
+	}
+	if raw, ok := o["error"]; ok {
+		if s, ok := asString(raw); ok {
+			return s
+		}
+		if e := parseObj(raw); e != nil {
+			if m := e.str("message"); m != "" {
+				return m
+			}
+			return compactJSON(raw)
+		}
+	}
+	if m := o.str("message"); m != "" {
+		return m
+	}
+	if raw, ok := o["detail"]; ok {
+		if s, ok := asString(raw); ok {
+			return s
+		}
+		return compactJSON(raw)
+	}
+	return ""
+}
+
+func compactJSON(raw json.RawMessage) string {
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return string(raw)
+	}
+	return b.String()
+}
+
+// textSnippet is a short, trimmed piece of a non-JSON error body.
+func textSnippet(b []byte) string {
+	const max = 1024
+	s := strings.TrimSpace(cleanBytes(b))
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "")
+	}
+	return s
+}
+
+// toolCall is the stored shape of one assembled tool call.
+type toolCall struct {
+	ID       string       `json:"id"`
+	Type     string       `json:"type"`
+	Function toolFunction `json:"function"`
+}
+
+type toolFunction struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
+func normalizeToolCalls(raws []json.RawMessage) []toolCall {
+	var out []toolCall
+	for _, r := range raws {
+		o := parseObj(r)
+		if o == nil {
+			continue
+		}
+		tc := toolCall{ID: o.str("id"), Type: o.str("type")}
+		if f := o.obj("function"); f != nil {
+			tc.Function.Name = f.str("name")
+			if s, ok := asString(f["arguments"]); ok {
+				tc.Function.Arguments = s
+			} else if a, ok := f["arguments"]; ok && string(bytes.TrimSpace(a)) != "null" {
+				tc.Function.Arguments = compactJSON(a)
+			}
+		}
+		out = append(out, tc)
+	}
+	return out
+}
+
+func toolCallsJSON(calls []toolCall) string {
+	if len(calls) == 0 {
+		return ""
+	}
+	for i := range calls {
+		if calls[i].Type == "" {
+			calls[i].Type = "function"
+		}
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(calls) != nil {
+		return ""
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// applyResponseObject reads a Responses API response object (the JSON body,
+// or the response of a terminal stream event).
+func applyResponseObject(r obj, x *extraction) {
+	if m := r.str("model"); m != "" {
+		x.respModel = m
+	}
+	if u := parseUsage(r.obj("usage")); u.any() {
+		x.usage = u
+	}
+	if e := r.obj("error"); e != nil {
+		if m := e.str("message"); m != "" {
+			x.streamError = m
+		}
+	}
+	status := r.str("status")
+	if d := r.obj("incomplete_details"); d != nil && d.str("reason") != "" {
+		x.finishReason = d.str("reason")
+	} else if status != "" {
+		x.finishReason = status
+	}
+	var text, reasoning []string
+	var calls []toolCall
+	for _, raw := range r.arr("output") {
+		it := parseObj(raw)
+		if it == nil {
+			continue
+		}
+		switch it.str("type") {
+		case "message":
+			for _, p := range it.arr("content") {
+				po := parseObj(p)
+				if po != nil && po.str("type") == "output_text" {
+					text = append(text, po.str("text"))
+				}
+			}
+		case "reasoning":
+			for _, key := range []string{"content", "summary"} {
+				for _, p := range it.arr(key) {
+					if po := parseObj(p); po != nil && po.str("text") != "" {
+						reasoning = append(reasoning, po.str("text"))
+					}
+				}
+				if len(reasoning) > 0 {
+					break
+				}
+			}
+		case "function_call":
+			calls = append(calls, toolCall{ID: firstNonEmpty(it.str("call_id"), it.str("id")), Type: "function",
+				Function: toolFunction{Name: it.str("name"), Arguments: it.str("arguments")}})
+		}
+	}
+	if len(text) > 0 {
+		x.response = strings.Join(text, "")
+	}
+	if len(reasoning) > 0 {
+		x.reasoning = strings.Join(reasoning, "")
+	}
+	if len(calls) > 0 {
+		x.toolCalls = toolCallsJSON(calls)
+	}
+}
