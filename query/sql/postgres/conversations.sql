@@ -1,0 +1,32 @@
+-- llmtap audit query "conversations" (PostgreSQL).
+--
+-- The most recent requests that carry a prompt or a response, newest
+-- first, at most :'limit' rows.
+--
+-- Parameters are psql variables; llmtap turns each :'name' into a bind
+-- parameter ($1, $2, …), so values never become SQL text. Run by hand:
+--
+--   psql "postgres://postgres@127.0.0.1:5432/llmtap" \
+--     -v from=2026-01-01T00:00:00Z -v to=2026-01-02T00:00:00Z \
+--     -v consumer= -v key_id= -v limit=100 -f query/sql/postgres/conversations.sql
+--
+-- Every variable named above must be set (an empty consumer or key_id means
+-- all). The window is [from, to) on ts. Times print as UTC RFC 3339 text.
+SELECT
+    to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time,
+    consumer,
+    model,
+    status,
+    prompt,
+    response,
+    latency_ms,
+    total_tokens,
+    event_id::text AS event_id
+FROM llm_requests
+WHERE ts >= :'from'::timestamptz
+  AND ts < :'to'::timestamptz
+  AND (:'consumer' = '' OR consumer = :'consumer')
+  AND (:'key_id' = '' OR key_id = :'key_id')
+  AND (prompt <> '' OR response <> '')
+ORDER BY ts DESC, event_id DESC
+LIMIT :'limit'::bigint;
