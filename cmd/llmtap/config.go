@@ -115,6 +115,9 @@ type IngestConfig struct {
 // AdminConfig is the `admin:` section.
 type AdminConfig struct {
 	Listen string `mapstructure:"listen"`
+	// Pprof serves net/http/pprof under /debug/pprof/ on the admin
+	// listener. Off by default: profiles reveal request data in memory.
+	Pprof bool `mapstructure:"pprof"`
 }
 
 // LogConfig is the `log:` section.

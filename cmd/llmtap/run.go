@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -120,7 +121,7 @@ func run(ctx context.Context, mode string, cfg Config, logger *slog.Logger) erro
 			}
 		}
 		return nil
-	})))
+	}, cfg.Admin.Pprof)))
 	if err != nil {
 		return err
 	}
@@ -273,9 +274,16 @@ func run(ctx context.Context, mode string, cfg Config, logger *slog.Logger) erro
 }
 
 // adminHandler serves /metrics, /healthz and /readyz on the admin listener,
-// which never shadows an upstream path.
-func adminHandler(ready func(context.Context) error) http.Handler {
+// which never shadows an upstream path, and /debug/pprof/ when pprof is set.
+func adminHandler(ready func(context.Context) error, pprofOn bool) http.Handler {
 	mux := http.NewServeMux()
+	if pprofOn {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.Handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
