@@ -74,3 +74,60 @@ func BenchmarkKongBatch100Decode(b *testing.B) {
 		}
 	}
 }
+
+// benchDir holds bodies captured from bin/vllm-sim (the server the load
+// profiles of llmtap serve run against): a loadgen request with its 16-token
+// answer, a ~2 KB multi-turn pair, and a 64-token stream with the usage
+// chunk that stream_usage: inject asks for.
+const benchDir = "testdata/bench"
+
+// benchProxyEvents are the proxy events of the ingest hot path, by name.
+func benchProxyEvents(t testing.TB) []struct {
+	Name string
+	Ev   event.Event
+} {
+	f := func(name string) []byte { return readFile(t, benchDir+"/"+name) }
+	return []struct {
+		Name string
+		Ev   event.Event
+	}{
+		{"chat", proxyEvent("0190f5a0-0000-7000-8000-000000000501", "/v1/chat/completions", 200, false,
+			f("chat-request.json"), f("chat-response.json"))},
+		{"chat2KB", proxyEvent("0190f5a0-0000-7000-8000-000000000502", "/v1/chat/completions", 200, false,
+			f("chat-multiturn-request.json"), f("chat-multiturn-response.json"))},
+		{"stream64", func() event.Event {
+			ev := proxyEvent("0190f5a0-0000-7000-8000-000000000503", "/v1/chat/completions", 200, true,
+				f("chat-stream-request.json"), f("chat-stream-response.sse"))
+			ev.UsageInjected = true
+			return ev
+		}()},
+	}
+}
+
+// BenchmarkDecodeProxy is Decode of the proxy events llmtap serve handles
+// most: non-stream chat completions and a 64-token stream.
+func BenchmarkDecodeProxy(b *testing.B) {
+	for _, c := range benchProxyEvents(b) {
+		b.Run(c.Name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.Ev.RequestBody) + len(c.Ev.ResponseBody)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Decode(c.Ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestBenchProxyEvents checks that the benchmark events decode to what a
+// load run stores (so the benchmarks measure the full extraction).
+func TestBenchProxyEvents(t *testing.T) {
+	for _, c := range benchProxyEvents(t) {
+		rec := mustDecode(t, c.Ev)
+		if rec.Endpoint != EndpointChat || rec.Model == "" || rec.Prompt == "" || rec.Response == "" ||
+			rec.FinishReason != "length" || rec.UsageSource != "response" || rec.CompletionTokens == nil {
+			t.Errorf("%s: incomplete record %s", c.Name, summary(rec))
+		}
+	}
+}

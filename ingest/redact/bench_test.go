@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/llmtap/llmtap/ingest/decode"
+	"github.com/llmtap/llmtap/ingest/event"
 	"github.com/llmtap/llmtap/ingest/record"
 )
 
@@ -133,5 +137,100 @@ func BenchmarkAdversarial(b *testing.B) {
 				r.redact(s, true, new([nKinds]int))
 			}
 		})
+	}
+}
+
+// proxyBenchEvents are the proxy events of BenchmarkDecodeProxy in
+// ingest/decode (bodies captured from bin/vllm-sim): a loadgen chat request
+// with its 16-token answer, a ~2 KB multi-turn pair and a 64-token stream
+// with its usage chunk.
+func proxyBenchEvents(t testing.TB) []struct {
+	name string
+	ev   event.Event
+} {
+	const dir = "../decode/testdata/bench/"
+	f := func(name string) []byte {
+		b, err := os.ReadFile(dir + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	ev := func(n int, stream bool, req, resp string) event.Event {
+		ct := "application/json"
+		if stream {
+			ct = "text/event-stream; charset=utf-8"
+		}
+		return event.Event{
+			ID: fmt.Sprintf("0190f5a0-0000-7000-8000-%012d", 600+n), Time: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC),
+			Source: event.SourceProxy, Consumer: "alice", KeyID: "k_01", KeyPrefix: "sk-llt-ab", ClientIP: "127.0.0.1",
+			Method: "POST", Path: "/v1/chat/completions", RequestID: "req-0190f5a0", Status: 200, Stream: stream,
+			LatencyMs: 1234.5,
+			RequestHeaders: map[string]string{"Content-Type": "application/json", "Authorization": "Bearer sk-llt-secret",
+				"User-Agent": "OpenAI/Python 1.99.0"},
+			ResponseHeaders: map[string]string{"Content-Type": ct, "Server": "uvicorn"},
+			RequestBody:     f(req), ResponseBody: f(resp), UsageInjected: stream,
+		}
+	}
+	return []struct {
+		name string
+		ev   event.Event
+	}{
+		{"chat", ev(1, false, "chat-request.json", "chat-response.json")},
+		{"chat2KB", ev(2, false, "chat-multiturn-request.json", "chat-multiturn-response.json")},
+		{"stream64", ev(3, true, "chat-stream-request.json", "chat-stream-response.sse")},
+	}
+}
+
+// BenchmarkApplyProxy is Apply with the default builtins on the records
+// decode.Decode makes of the proxy events llmtap serve handles most.
+func BenchmarkApplyProxy(b *testing.B) {
+	r := mustNew(b, DefaultConfig())
+	for _, c := range proxyBenchEvents(b) {
+		rec, err := decode.Decode(c.ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(recordBytes(rec))
+			b.ReportAllocs()
+			for b.Loop() {
+				x := rec
+				r.Apply(&x)
+			}
+		})
+	}
+}
+
+// BenchmarkDecodeApplyProxy is the whole per-event decode cost of ingest:
+// decode.Decode followed by Apply (Redactor.Decoder).
+func BenchmarkDecodeApplyProxy(b *testing.B) {
+	dec := mustNew(b, DefaultConfig()).Decoder(decode.Decode)
+	for _, c := range proxyBenchEvents(b) {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(c.ev.RequestBody) + len(c.ev.ResponseBody)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := dec(c.ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// The benchmark records are clean: Apply must leave them as they are.
+func TestProxyBenchRecordsClean(t *testing.T) {
+	r := mustNew(t, DefaultConfig())
+	for _, c := range proxyBenchEvents(t) {
+		rec, err := decode.Decode(c.ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := rec
+		r.Apply(&x)
+		if x != rec {
+			t.Errorf("%s: record changed by Apply", c.name)
+		}
 	}
 }
