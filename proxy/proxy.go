@@ -64,6 +64,7 @@ import (
 	"github.com/llmtap/llmtap/ingest/event"
 	"github.com/llmtap/llmtap/proxy/keys"
 	"github.com/llmtap/llmtap/proxy/limit"
+	"github.com/llmtap/llmtap/proxy/upstream"
 )
 
 // HeaderEventID carries the event id on every response.
@@ -100,7 +101,7 @@ type Proxy struct {
 	emit         Emitter
 	log          *slog.Logger
 	rp           *httputil.ReverseProxy
-	transport    *http.Transport
+	transport    *upstream.Transport
 	redact       map[string]bool
 	upstreamAuth string
 	inject       bool
@@ -142,29 +143,26 @@ func New(cfg Config, ks KeySource, emit Emitter, logger *slog.Logger) (*Proxy, e
 	if cfg.UpstreamAPIKey != "" {
 		p.upstreamAuth = "Bearer " + cfg.UpstreamAPIKey
 	}
-	p.transport = &http.Transport{
-		DialContext: (&net.Dialer{
-			Timeout:   cfg.DialTimeout,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
+	// upstream.Transport runs each round trip on the request's own
+	// goroutine (net/http.Transport adds two goroutines per connection):
+	// cheaper per request and per open stream (BENCHMARKS.md).
+	p.transport = &upstream.Transport{
+		DialTimeout:           cfg.DialTimeout,
 		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerHost,
 		MaxConnsPerHost:       cfg.MaxConnsPerHost,
 		IdleConnTimeout:       cfg.IdleConnTimeout,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		// The client's Accept-Encoding passes through, so the captured
-		// bytes are exactly what the client got.
-		DisableCompression: true,
-		ForceAttemptHTTP2:  false,
-		// Each upstream connection keeps both buffers for its life, so
-		// they count in the memory per open stream. 2 KiB (default 4):
-		// bodies are read straight into the larger copy buffer once the
-		// head is parsed, and a request head with a small body still goes
-		// out in one write.
+		// Each upstream connection keeps its read buffer for its life,
+		// so it counts in the memory per open stream: 2 KiB (default 4),
+		// since bodies are read straight into the larger copy buffer once
+		// the head is parsed. The write buffer is pooled; a request head
+		// with a small body goes out in one write.
 		ReadBufferSize:  upstreamBufSize,
-		WriteBufferSize: upstreamBufSize,
+		WriteBufferSize: upstreamWriteBufSize,
 	}
+	// The client's Accept-Encoding passes through untouched (the
+	// transport never adds its own), so the captured bytes are exactly
+	// what the client got.
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
 		Transport: p.transport,
@@ -190,8 +188,12 @@ type bufferPool struct{}
 // events are far smaller.
 const copyBufSize = 4 << 10
 
-// upstreamBufSize is the upstream transport's read and write buffer.
-const upstreamBufSize = 2 << 10
+// upstreamBufSize is an upstream connection's read buffer;
+// upstreamWriteBufSize the pooled buffer a request is written through.
+const (
+	upstreamBufSize      = 2 << 10
+	upstreamWriteBufSize = 16 << 10
+)
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
