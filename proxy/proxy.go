@@ -186,7 +186,7 @@ type bufferPool struct{}
 // copyBufSize is the ReverseProxy copy buffer. A stream holds its buffer
 // for its whole life, so it is part of the memory per open stream; SSE
 // events are far smaller.
-const copyBufSize = 4 << 10
+const copyBufSize = 2 << 10
 
 // upstreamBufSize is an upstream connection's read buffer;
 // upstreamWriteBufSize the pooled buffer a request is written through.
