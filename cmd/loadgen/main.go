@@ -1,6 +1,7 @@
 // Command loadgen sends numbered OpenAI-style chat requests (a mix of
 // streamed and non-streamed) to a base URL with a bounded count or duration,
-// and reports throughput, latency and time-to-first-byte percentiles. With
+// and reports throughput, latency and time-to-first-byte percentiles, and
+// its own CPU time (cpu_seconds in the JSON summary). With
 // --record it writes one JSON line per request: the sequence number, the
 // X-Llmtap-Event-Id the client saw, the status, and the SHA-256 of the exact
 // response bytes the client received (the oracle for reliability tests).
@@ -202,6 +203,10 @@ type Summary struct {
 	P99Ms     float64        `json:"p99_ms"`
 	TTFBP50Ms float64        `json:"ttfb_p50_ms"`
 	TTFBP99Ms float64        `json:"ttfb_p99_ms"`
+	// CPUSeconds is loadgen's own user+system CPU time (getrusage) when the
+	// summary is printed, so that a benchmark can subtract the client's
+	// share of a shared machine; -1 where it cannot be read.
+	CPUSeconds float64 `json:"cpu_seconds"`
 }
 
 func printSummary(label string, rs []Result, elapsed time.Duration, asJSON bool) {
@@ -220,14 +225,15 @@ func printSummary(label string, rs []Result, elapsed time.Duration, asJSON bool)
 	s.RPS = float64(len(rs)-s.Errors) / elapsed.Seconds()
 	s.P50Ms, s.P99Ms = pct(lat, 0.50), pct(lat, 0.99)
 	s.TTFBP50Ms, s.TTFBP99Ms = pct(ttfb, 0.50), pct(ttfb, 0.99)
+	s.CPUSeconds = cpuSeconds()
 	if asJSON {
 		var b bytes.Buffer
 		_ = json.NewEncoder(&b).Encode(s)
 		os.Stdout.Write(b.Bytes())
 		return
 	}
-	fmt.Printf("%s: %d requests (%d errors) in %.1fs = %.0f req/s; latency p50 %.2f ms p99 %.2f ms; ttfb p50 %.2f ms p99 %.2f ms; statuses %v\n",
-		label, s.Requests, s.Errors, s.Seconds, s.RPS, s.P50Ms, s.P99Ms, s.TTFBP50Ms, s.TTFBP99Ms, s.Statuses)
+	fmt.Printf("%s: %d requests (%d errors) in %.1fs = %.0f req/s; latency p50 %.2f ms p99 %.2f ms; ttfb p50 %.2f ms p99 %.2f ms; statuses %v; loadgen CPU %.2fs\n",
+		label, s.Requests, s.Errors, s.Seconds, s.RPS, s.P50Ms, s.P99Ms, s.TTFBP50Ms, s.TTFBP99Ms, s.Statuses, s.CPUSeconds)
 }
 
 func pct(v []float64, q float64) float64 {
