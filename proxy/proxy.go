@@ -606,13 +606,6 @@ func isIdentityHeader(name string) bool {
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	x := pr.In.Context().Value(ctxKey{}).(*exchange)
 	pr.SetURL(p.up)
-	if x.out != nil {
-		// ReverseProxy wrapped the body in its own reader, which the
-		// transport cannot see through: it would flush the headers in
-		// one write and the body in another. A fresh in-memory reader
-		// lets both go out in one write.
-		pr.Out.Body = io.NopCloser(bytes.NewReader(x.out))
-	}
 	h := pr.Out.Header
 	for name := range h {
 		if isIdentityHeader(name) {
