@@ -87,7 +87,7 @@ func (p *Parser) FeedRaw(b []byte, emit func(RawEvent)) {
 				continue
 			}
 		}
-		i := bytes.IndexAny(b, "\r\n")
+		i := lineEnd(b)
 		if i < 0 {
 			p.line = append(p.line, b...)
 			return
@@ -142,6 +142,28 @@ func Parse(b []byte) (events []Event, incomplete bool) {
 	p.Feed(b, add)
 	incomplete = p.Close(add)
 	return events, incomplete
+}
+
+// lineEnd is bytes.IndexAny(b, "\r\n"). IndexAny tests byte by byte, and
+// was a fifth of the cost of decoding a captured stream; two vectorised
+// IndexByte searches over windows that double in size find the first line
+// end in time linear in the line's length, whichever line endings the
+// stream uses.
+func lineEnd(b []byte) int {
+	for off, w := 0, 256; off < len(b); off, w = off+w, 2*w {
+		seg := b[off:min(len(b), off+w)]
+		lf := bytes.IndexByte(seg, '\n')
+		if lf >= 0 {
+			seg = seg[:lf]
+		}
+		if cr := bytes.IndexByte(seg, '\r'); cr >= 0 {
+			return off + cr
+		}
+		if lf >= 0 {
+			return off + lf
+		}
+	}
+	return -1
 }
 
 func (p *Parser) processLine(line []byte, emit func(RawEvent)) {

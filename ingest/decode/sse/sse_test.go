@@ -1,6 +1,7 @@
 package sse
 
 import (
+	"bytes"
 	"reflect"
 	"strings"
 	"testing"
@@ -151,5 +152,18 @@ func BenchmarkParse(b *testing.B) {
 		n := 0
 		p.Feed(in, func(Event) { n++ })
 		p.Close(nil)
+	}
+}
+
+// lineEnd finds what bytes.IndexAny(b, "\r\n") finds, at every position
+// relative to its search windows.
+func TestLineEnd(t *testing.T) {
+	for _, n := range []int{0, 1, 255, 256, 257, 767, 768, 769, 5000} {
+		for _, end := range []string{"", "\n", "\r", "\r\n", "\n\r", "\ntail\r", "\rtail\n"} {
+			b := append(bytes.Repeat([]byte("x"), n), end...)
+			if got, want := lineEnd(b), bytes.IndexAny(b, "\r\n"); got != want {
+				t.Errorf("n=%d end=%q: %d, want %d", n, end, got, want)
+			}
+		}
 	}
 }
