@@ -58,6 +58,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -139,7 +140,11 @@ func Decode(ev event.Event) (rec record.Record, err error) {
 	if x.stream {
 		rec.Stream = true
 	}
-	rec.Model = clean(firstNonEmpty(x.respModel, x.reqModel, ev.Model))
+	model := x.respModel
+	if model == "" {
+		model, _ = asString(x.reqModel)
+	}
+	rec.Model = clean(firstNonEmpty(model, ev.Model))
 	rec.Prompt = clean(x.prompt)
 	rec.Response = clean(x.response)
 	rec.Reasoning = clean(x.reasoning)
@@ -234,16 +239,18 @@ func headersJSON(h map[string]string) string {
 	if len(h) == 0 {
 		return "{}"
 	}
-	keys := make([]string, 0, len(h))
+	var kbuf [16]string // captured headers are few: no allocation but the result
+	keys := kbuf[:0]
 	for k := range h {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys) // deterministic
-	b := make([]byte, 0, 64*len(h))
+	slices.Sort(keys) // deterministic
+	var bbuf [1024]byte
+	b := bbuf[:0]
 	b = append(b, '{')
 	for i, k := range keys {
 		v := h[k]
-		if secretHeaders[strings.ToLower(k)] && v != "" {
+		if v != "" && isSecretHeader(k) {
 			v = Redacted
 		}
 		if i > 0 {
@@ -254,6 +261,25 @@ func headersJSON(h map[string]string) string {
 		b = appendJSONString(b, clean(v))
 	}
 	return string(append(b, '}'))
+}
+
+// isSecretHeader reports whether secretHeaders has the lower case of name.
+func isSecretHeader(name string) bool {
+	var lower [32]byte
+	if len(name) > len(lower) {
+		return secretHeaders[strings.ToLower(name)]
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= utf8.RuneSelf: // Unicode folds to ASCII too (K, the Kelvin sign)
+			return secretHeaders[strings.ToLower(name)]
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
+	return secretHeaders[string(lower[:len(name)])]
 }
 
 // appendJSONString appends s (valid UTF-8) as a JSON string. HTML
@@ -326,9 +352,10 @@ type usage struct{ prompt, completion, total *int64 }
 func (u usage) any() bool { return u.prompt != nil || u.completion != nil || u.total != nil }
 
 // values returns the counts, deriving total = prompt + completion when only
-// those two are known.
+// those two are known. The pointers are u's own: every usage is read into
+// fresh integers (or copied from the event), so the record may keep them.
 func (u usage) values() (p, c, t *int64) {
-	p, c, t = copyI(u.prompt), copyI(u.completion), copyI(u.total)
+	p, c, t = u.prompt, u.completion, u.total
 	if t == nil && p != nil && c != nil {
 		v := *p + *c
 		t = &v

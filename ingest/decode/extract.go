@@ -13,7 +13,8 @@ import (
 type extraction struct {
 	endpoint               string // the path's endpoint, or the one inferred from the body
 	stream                 bool
-	reqModel, respModel    string
+	reqModel               json.RawMessage // undecoded: most responses name the model
+	respModel              string
 	prompt, response       string
 	reasoning, toolCalls   string
 	finishReason           string
@@ -21,40 +22,79 @@ type extraction struct {
 	httpError, streamError string
 }
 
-// obj is a lazily decoded JSON object. Values may alias the parsed bytes:
-// an obj must not outlive them, and nothing taken from it may be kept
+// obj is a JSON object read one level deep: its members in document order,
+// values undecoded. nil means "not an object" (absent, invalid, another
+// type); {} is a non-nil empty obj. Keys and values may alias the parsed
+// bytes: an obj must not outlive them, and nothing taken from it may be kept
 // without a copy (strings are copies by construction).
-type obj map[string]json.RawMessage
+//
+// It replaced a map[string]json.RawMessage: the objects of a request or
+// response have a handful of keys, of which extraction reads a few, so a
+// slice searched linearly costs one allocation where the map cost a table
+// and one string per key, and hashing (BenchmarkDecodeProxy).
+type obj []field
+
+// field is one member of an obj.
+type field struct {
+	key []byte
+	val json.RawMessage
+}
 
 func parseObj(b []byte) obj {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || b[0] != '{' {
 		return nil
 	}
-	if o, ok := scanObj(b); ok {
+	if o, ok := scanFields(b); ok {
 		return o
 	}
-	var o obj
-	if json.Unmarshal(b, &o) != nil {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(b, &m) != nil {
 		return nil
+	}
+	o := make(obj, 0, len(m))
+	for k, v := range m {
+		o = append(o, field{key: []byte(k), val: v})
 	}
 	return o
 }
 
+// get returns the value of key; of duplicate keys the last one wins, as in
+// encoding/json.
+func (o obj) get(key string) (json.RawMessage, bool) {
+	for i := len(o) - 1; i >= 0; i-- {
+		if string(o[i].key) == key {
+			return o[i].val, true
+		}
+	}
+	return nil, false
+}
+
+// raw is the value of key, nil when absent.
+func (o obj) raw(key string) json.RawMessage {
+	v, _ := o.get(key)
+	return v
+}
+
+func (o obj) has(key string) bool {
+	_, ok := o.get(key)
+	return ok
+}
+
+// str is the string value of key; "" when absent, null or not a string.
 func (o obj) str(key string) string {
-	raw, ok := o[key]
-	if !ok {
-		return ""
-	}
-	var s string
-	if json.Unmarshal(raw, &s) != nil {
-		return ""
-	}
+	s, _ := asString(o.raw(key))
 	return s
 }
 
+// strIs reports whether key's value is the string want, without allocating.
+func (o obj) strIs(key, want string) bool {
+	v, ok := strView(o.raw(key))
+	return ok && string(v) == want
+}
+
 func (o obj) obj(key string) obj {
-	raw, ok := o[key]
+	raw, ok := o.get(key)
 	if !ok {
 		return nil
 	}
@@ -62,7 +102,7 @@ func (o obj) obj(key string) obj {
 }
 
 func (o obj) arr(key string) []json.RawMessage {
-	raw, ok := o[key]
+	raw, ok := o.get(key)
 	if !ok {
 		return nil
 	}
@@ -84,49 +124,64 @@ func asArr(raw json.RawMessage) []json.RawMessage {
 	return a
 }
 
+// asString decodes a JSON string value, as encoding/json would.
 func asString(raw json.RawMessage) (string, bool) {
+	v, ok := strView(raw)
+	return string(v), ok
+}
+
+// strView is asString without a copy when the string has no escapes (the
+// result then aliases raw): for comparisons and for text appended at once.
+func strView(raw json.RawMessage) ([]byte, bool) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '"' {
-		return "", false
+		return nil, false
 	}
 	sc := scanner{b: raw}
-	if v, ok := sc.str(); ok && sc.i == len(raw) {
+	if v, ok := sc.strBytes(); ok && sc.i == len(raw) {
 		return v, true
 	}
 	var s string
 	if json.Unmarshal(raw, &s) != nil {
-		return "", false
+		return nil, false
 	}
-	return s, true
+	return []byte(s), true
 }
 
 // intVal reads a JSON number (integer or float form) as int64.
 func intVal(raw json.RawMessage) *int64 {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || raw[0] == 'n' {
-		return nil
-	}
-	s := string(raw)
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return &n
-	}
-	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= -9e18 && f <= 9e18 {
-		n := int64(f)
+	if n, ok := intOf(raw); ok {
 		return &n
 	}
 	return nil
 }
 
+// intOf is intVal without the allocation.
+func intOf(raw json.RawMessage) (int64, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] == 'n' {
+		return 0, false
+	}
+	s := string(raw)
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return n, true
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= -9e18 && f <= 9e18 {
+		return int64(f), true
+	}
+	return 0, false
+}
+
 func extract(ev *event.Event, endpoint string, reqBody, respBody []byte) (x extraction) {
 	req := parseObj(reqBody)
-	x.reqModel = req.str("model")
+	x.reqModel = req.raw("model")
 	x.endpoint = endpoint
 	if endpoint == EndpointOther && ev.Source == event.SourceKong && req != nil {
 		// Kong AI Proxy routes have arbitrary paths: infer from the body.
 		switch {
-		case req["messages"] != nil:
+		case req.has("messages"):
 			endpoint = EndpointChat
-		case req["prompt"] != nil:
+		case req.has("prompt"):
 			endpoint = EndpointCompletions
 		}
 		x.endpoint = endpoint
@@ -135,9 +190,9 @@ func extract(ev *event.Event, endpoint string, reqBody, respBody []byte) (x extr
 	case EndpointChat:
 		x.prompt = lastUserText(req.arr("messages"))
 	case EndpointCompletions:
-		x.prompt = joinedStrings(req["prompt"])
+		x.prompt = joinedStrings(req.raw("prompt"))
 	case EndpointEmbeddings:
-		x.prompt = joinedStrings(req["input"])
+		x.prompt = joinedStrings(req.raw("input"))
 	case EndpointResponses:
 		x.prompt = responsesPrompt(req)
 	}
@@ -157,7 +212,7 @@ func extract(ev *event.Event, endpoint string, reqBody, respBody []byte) (x extr
 	}
 
 	resp := parseObj(respBody)
-	if ev.Status >= 300 || (ev.Status == 0 && resp != nil && (resp["error"] != nil || resp.str("object") == "error")) {
+	if ev.Status >= 300 || (ev.Status == 0 && resp != nil && (resp.has("error") || resp.strIs("object", "error"))) {
 		x.httpError = errorMessage(resp)
 		if x.httpError == "" && resp == nil {
 			x.httpError = textSnippet(respBody)
@@ -176,11 +231,11 @@ func extract(ev *event.Event, endpoint string, reqBody, respBody []byte) (x extr
 			break
 		}
 		x.finishReason = c.str("finish_reason")
-		if t, ok := asString(c["text"]); ok {
+		if t, ok := asString(c.raw("text")); ok {
 			x.response = t
 		}
 		if m := c.obj("message"); m != nil {
-			x.response = contentText(m["content"])
+			x.response = contentText(m.raw("content"))
 			x.reasoning = firstNonEmpty(m.str("reasoning_content"), m.str("reasoning"))
 			x.toolCalls = toolCallsJSON(normalizeToolCalls(m.arr("tool_calls")))
 		}
@@ -200,8 +255,8 @@ func choiceZero(choices []json.RawMessage) obj {
 		if c == nil {
 			continue
 		}
-		idx := intVal(c["index"])
-		if (idx != nil && *idx == 0) || (idx == nil && i == 0) {
+		idx, ok := intOf(c.raw("index"))
+		if (ok && idx == 0) || (!ok && i == 0) {
 			return c
 		}
 		if first == nil {
@@ -242,10 +297,10 @@ func looksLikeResponsesStream(b []byte) bool {
 func lastUserText(msgs []json.RawMessage) string {
 	for i := len(msgs) - 1; i >= 0; i-- {
 		m := parseObj(msgs[i])
-		if m == nil || m.str("role") != "user" {
+		if m == nil || !m.strIs("role", "user") {
 			continue
 		}
-		return contentText(m["content"])
+		return contentText(m.raw("content"))
 	}
 	return ""
 }
@@ -266,9 +321,9 @@ func contentText(raw json.RawMessage) string {
 		if po == nil {
 			continue
 		}
-		switch po.str("type") {
+		switch t, _ := strView(po.raw("type")); string(t) {
 		case "text", "input_text", "output_text", "":
-			if t, ok := asString(po["text"]); ok {
+			if t, ok := asString(po.raw("text")); ok {
 				parts = append(parts, t)
 			}
 		}
@@ -294,16 +349,16 @@ func joinedStrings(raw json.RawMessage) string {
 }
 
 func responsesPrompt(req obj) string {
-	if s, ok := asString(req["input"]); ok {
+	if s, ok := asString(req.raw("input")); ok {
 		return s
 	}
 	items := req.arr("input")
 	for i := len(items) - 1; i >= 0; i-- {
 		it := parseObj(items[i])
-		if it == nil || it.str("role") != "user" {
+		if it == nil || !it.strIs("role", "user") {
 			continue
 		}
-		return contentText(it["content"])
+		return contentText(it.raw("content"))
 	}
 	return req.str("instructions")
 }
@@ -315,7 +370,7 @@ func parseUsage(u obj) usage {
 	}
 	pick := func(keys ...string) *int64 {
 		for _, k := range keys {
-			if v := intVal(u[k]); v != nil {
+			if v := intVal(u.raw(k)); v != nil {
 				return v
 			}
 		}
@@ -335,7 +390,7 @@ func errorMessage(o obj) string {
 	if o == nil {
 		return ""
 	}
-	if raw, ok := o["error"]; ok {
+	if raw, ok := o.get("error"); ok {
 		if s, ok := asString(raw); ok {
 			return s
 		}
@@ -349,7 +404,7 @@ func errorMessage(o obj) string {
 	if m := o.str("message"); m != "" {
 		return m
 	}
-	if raw, ok := o["detail"]; ok {
+	if raw, ok := o.get("detail"); ok {
 		if s, ok := asString(raw); ok {
 			return s
 		}
@@ -398,9 +453,9 @@ func normalizeToolCalls(raws []json.RawMessage) []toolCall {
 		tc := toolCall{ID: o.str("id"), Type: o.str("type")}
 		if f := o.obj("function"); f != nil {
 			tc.Function.Name = f.str("name")
-			if s, ok := asString(f["arguments"]); ok {
+			if s, ok := asString(f.raw("arguments")); ok {
 				tc.Function.Arguments = s
-			} else if a, ok := f["arguments"]; ok && string(bytes.TrimSpace(a)) != "null" {
+			} else if a, ok := f.get("arguments"); ok && string(bytes.TrimSpace(a)) != "null" {
 				tc.Function.Arguments = compactJSON(a)
 			}
 		}
@@ -454,11 +509,11 @@ func applyResponseObject(r obj, x *extraction) {
 		if it == nil {
 			continue
 		}
-		switch it.str("type") {
+		switch t, _ := strView(it.raw("type")); string(t) {
 		case "message":
 			for _, p := range it.arr("content") {
 				po := parseObj(p)
-				if po != nil && po.str("type") == "output_text" {
+				if po != nil && po.strIs("type", "output_text") {
 					text = append(text, po.str("text"))
 				}
 			}

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -128,7 +129,7 @@ func KongEntry(raw []byte) (event.Event, error) {
 	if req == nil && resp == nil {
 		return event.Event{}, errors.New("entry has neither request nor response")
 	}
-	sa, ok := o["started_at"]
+	sa, ok := o.get("started_at")
 	if !ok {
 		return event.Event{}, errors.New("started_at missing")
 	}
@@ -142,7 +143,7 @@ func KongEntry(raw []byte) (event.Event, error) {
 	}
 	ev := event.Event{Time: ts, Source: event.SourceKong}
 
-	if rs, ok := resp["status"]; ok && string(bytes.TrimSpace(rs)) != "null" {
+	if rs, ok := resp.get("status"); ok && string(bytes.TrimSpace(rs)) != "null" {
 		st, err := number(rs)
 		if err != nil || st < 0 || st > 999 || st != math.Trunc(st) {
 			return event.Event{}, fmt.Errorf("response.status is not an HTTP status: %.40s", string(rs))
@@ -178,14 +179,14 @@ func KongEntry(raw []byte) (event.Event, error) {
 	ev.Method = req.str("method")
 	ev.Path = kongPath(req.str("uri"), req.str("url"))
 	if lat := o.obj("latencies"); lat != nil {
-		if v, err := number(lat["request"]); err == nil && v >= 0 {
+		if v, err := number(lat.raw("request")); err == nil && v >= 0 {
 			ev.LatencyMs = v
 		}
 		// latencies.proxy is Kong's waiting time for the upstream's first
 		// byte (-1 when not proxied); with Kong's own time before it, the
 		// time to first byte.
-		if p, err := number(lat["proxy"]); err == nil && p >= 0 {
-			k, _ := number(lat["kong"])
+		if p, err := number(lat.raw("proxy")); err == nil && p >= 0 {
+			k, _ := number(lat.raw("kong"))
 			if k < 0 {
 				k = 0
 			}
@@ -200,12 +201,12 @@ func KongEntry(raw []byte) (event.Event, error) {
 	ev.Usage = k.usage
 	ev.TTFTMs = k.ttft
 
-	if b, ok := kongBody(req["body"]); ok {
+	if b, ok := kongBody(req.raw("body")); ok {
 		ev.RequestBody = b
 	} else if b, ok := kongBody(k.reqPayload); ok {
 		ev.RequestBody = b
 	}
-	if b, ok := kongBody(resp["body"]); ok {
+	if b, ok := kongBody(resp.raw("body")); ok {
 		ev.ResponseBody = b
 		if enc := headerValue(ev.ResponseHeaders, "content-encoding"); enc != "" && !utf8.Valid(b) {
 			ev.ResponseEncoding = enc
@@ -286,7 +287,8 @@ func kongHeaders(h obj) map[string]string {
 		return nil
 	}
 	m := make(map[string]string, len(h))
-	for k, raw := range h {
+	for _, f := range h { // in order: the last of duplicate keys wins
+		k, raw := string(f.key), f.val
 		var v string
 		if s, ok := asString(raw); ok {
 			v = s
@@ -388,16 +390,17 @@ func kongAI(ai obj) aiInfo {
 		}
 	}
 	var others []string
-	for k := range ai {
-		switch k {
+	for _, f := range ai {
+		switch k := string(f.key); k {
 		case "proxy", "ai-proxy", "ai-proxy-advanced", "usage", "meta", "payload":
 		default:
 			others = append(others, k)
 		}
 	}
 	sort.Strings(others)
+	others = slices.Compact(others) // duplicate keys
 	for _, k := range others {
-		if c := ai.obj(k); c != nil && (c["usage"] != nil || c["meta"] != nil || c["payload"] != nil) {
+		if c := ai.obj(k); c != nil && (c.has("usage") || c.has("meta") || c.has("payload")) {
 			cands = append(cands, c)
 		}
 	}
@@ -410,7 +413,7 @@ func kongAI(ai obj) aiInfo {
 		}
 		pick := func(keys ...string) *int64 {
 			for _, k := range keys {
-				if v, err := number(u[k]); err == nil && v >= 0 && v < 9e18 {
+				if v, err := number(u.raw(k)); err == nil && v >= 0 && v < 9e18 {
 					n := int64(v)
 					return &n
 				}
@@ -426,7 +429,7 @@ func kongAI(ai obj) aiInfo {
 			continue
 		}
 		info.usage = &us
-		if v, err := number(u["time_to_first_token"]); err == nil && v >= 0 {
+		if v, err := number(u.raw("time_to_first_token")); err == nil && v >= 0 {
 			info.ttft = &v
 		}
 		break
@@ -439,7 +442,7 @@ func kongAI(ai obj) aiInfo {
 		if info.model == "" {
 			info.model = firstNonEmpty(m.str("response_model"), m.str("request_model"))
 		}
-		if m.str("request_mode") == "stream" {
+		if m.strIs("request_mode", "stream") {
 			info.stream = true
 		}
 	}
@@ -448,11 +451,11 @@ func kongAI(ai obj) aiInfo {
 		if p == nil {
 			continue
 		}
-		if info.reqPayload == nil && p["request"] != nil {
-			info.reqPayload = p["request"]
+		if info.reqPayload == nil && p.has("request") {
+			info.reqPayload = p.raw("request")
 		}
-		if info.respPayload == nil && p["response"] != nil {
-			info.respPayload = p["response"]
+		if info.respPayload == nil && p.has("response") {
+			info.respPayload = p.raw("response")
 		}
 	}
 	return info

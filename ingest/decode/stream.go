@@ -83,21 +83,14 @@ func firstPtr(a, b *int64) *int64 {
 	return b
 }
 
-// viewChunk reads one chunk; ok is false when data is not a JSON object.
-func viewChunk(data []byte) (v chunkView, ok bool) {
-	if v, ok := scanChunk(data); ok {
-		return v, true
-	}
-	return viewChunkJSON(data)
-}
-
-// viewChunkJSON is viewChunk with encoding/json only.
+// viewChunkJSON reads a chunk with encoding/json only (what the scanner
+// leaves to it); ok is false when data is not a JSON object.
 func viewChunkJSON(data []byte) (v chunkView, ok bool) {
 	var f fastChunk
 	if err := json.Unmarshal(data, &f); err == nil {
 		v.model = deref(f.Model)
 		if len(f.Error) > 0 && string(f.Error) != "null" {
-			v.errMsg = errorMessage(obj{"error": f.Error})
+			v.errMsg = errorMessage(obj{{key: []byte("error"), val: f.Error}})
 		}
 		if f.Usage != nil {
 			v.usage = usage{prompt: firstPtr(f.Usage.PromptTokens, f.Usage.InputTokens),
@@ -134,8 +127,8 @@ func viewChunkJSON(data []byte) (v chunkView, ok bool) {
 		return v, false
 	}
 	v.model = o.str("model")
-	if raw, ok := o["error"]; ok && string(raw) != "null" {
-		v.errMsg = errorMessage(obj{"error": raw})
+	if raw, ok := o.get("error"); ok && string(raw) != "null" {
+		v.errMsg = errorMessage(obj{{key: []byte("error"), val: raw}})
 	}
 	v.usage = parseUsage(o.obj("usage"))
 	choices := o.arr("choices")
@@ -146,11 +139,11 @@ func viewChunkJSON(data []byte) (v chunkView, ok bool) {
 			continue
 		}
 		cv := choiceView{index: i, finish: c.str("finish_reason")}
-		if n := intVal(c["index"]); n != nil {
-			cv.index = int(*n)
+		if n, ok := intOf(c.raw("index")); ok {
+			cv.index = int(n)
 		}
 		strp := func(o obj, key string) *string {
-			if s, ok := asString(o[key]); ok {
+			if s, ok := asString(o.raw(key)); ok {
 				return &s
 			}
 			return nil
@@ -164,8 +157,8 @@ func viewChunkJSON(data []byte) (v chunkView, ok bool) {
 					continue
 				}
 				td := toolDeltaView{index: pos, id: to.str("id"), typ: to.str("type")}
-				if n := intVal(to["index"]); n != nil {
-					td.index = int(*n)
+				if n, ok := intOf(to.raw("index")); ok {
+					td.index = int(n)
 				}
 				if f := to.obj("function"); f != nil {
 					td.name, td.arguments = f.str("name"), f.str("arguments")
@@ -181,6 +174,7 @@ func viewChunkJSON(data []byte) (v chunkView, ok bool) {
 // toolAcc assembles one streamed tool call.
 type toolAcc struct {
 	call  toolCall
+	args  []byte // chat streams: the argument deltas so far
 	order int
 }
 
@@ -194,7 +188,8 @@ func reassembleChat(body []byte, x *extraction) {
 		finishLast      string
 		usageFinal      usage // from a chunk with choices == []
 		usageLast       usage // last non-null usage
-		tools           = map[int]*toolAcc{}
+		tools           map[int]*toolAcc
+		cs              chunkScanner
 	)
 	p := sse.Parser{}
 	handle := func(e sse.RawEvent) {
@@ -206,12 +201,16 @@ func reassembleChat(body []byte, x *extraction) {
 			x.streamError = firstNonEmpty(errorMessage(parseObj(data)), textSnippet(data))
 			return
 		}
-		ch, ok := viewChunk(data)
+		ch, ok := cs.scan(data)
 		if !ok {
-			return
+			v, ok := viewChunkJSON(data)
+			if !ok {
+				return
+			}
+			ch = rawOf(v)
 		}
-		if ch.model != "" && x.respModel == "" {
-			x.respModel = ch.model
+		if len(ch.model) > 0 && x.respModel == "" {
+			x.respModel = string(ch.model)
 		}
 		if ch.errMsg != "" {
 			x.streamError = ch.errMsg
@@ -222,43 +221,49 @@ func reassembleChat(body []byte, x *extraction) {
 				usageFinal = ch.usage
 			}
 		}
-		for _, c := range ch.choices {
-			if c.finish != "" {
-				finishLast = c.finish
+		for i := range ch.choices {
+			c := &ch.choices[i]
+			if len(c.finish) > 0 {
+				if string(c.finish) != finishLast {
+					finishLast = string(c.finish)
+				}
 				if c.index == 0 {
-					finish0 = c.finish
+					finish0 = finishLast
 				}
 			}
 			if c.index != 0 {
 				continue
 			}
-			if c.text != nil {
-				text.WriteString(*c.text)
+			if c.text.set {
+				text.Write(c.text.b)
 			}
-			if c.content != nil {
-				text.WriteString(*c.content)
+			if c.content.set {
+				text.Write(c.content.b)
 			}
-			if c.reasoningContent != nil {
-				reasoning.WriteString(*c.reasoningContent)
-			} else if c.reasonin != nil {
-				reasoning.WriteString(*c.reasonin)
+			if c.reasoningContent.set {
+				reasoning.Write(c.reasoningContent.b)
+			} else if c.reasoin.set {
+				reasoning.Write(c.reasoin.b)
 			}
 			for _, td := range c.toolCalls {
+				if tools == nil {
+					tools = map[int]*toolAcc{}
+				}
 				acc := tools[td.index]
 				if acc == nil {
 					acc = &toolAcc{order: len(tools)}
 					tools[td.index] = acc
 				}
-				if td.id != "" && acc.call.ID == "" {
-					acc.call.ID = td.id
+				if len(td.id) > 0 && acc.call.ID == "" {
+					acc.call.ID = string(td.id)
 				}
-				if td.typ != "" && acc.call.Type == "" {
-					acc.call.Type = td.typ
+				if len(td.typ) > 0 && acc.call.Type == "" {
+					acc.call.Type = string(td.typ)
 				}
-				if td.name != "" && acc.call.Function.Name == "" {
-					acc.call.Function.Name = td.name
+				if len(td.name) > 0 && acc.call.Function.Name == "" {
+					acc.call.Function.Name = string(td.name)
 				}
-				acc.call.Function.Arguments += td.arguments
+				acc.args = append(acc.args, td.arguments...)
 			}
 		}
 	}
@@ -276,7 +281,9 @@ func reassembleChat(body []byte, x *extraction) {
 	if len(tools) > 0 {
 		calls := make([]toolCall, len(tools))
 		for _, k := range sortedKeys(tools) {
-			calls[tools[k].order] = tools[k].call
+			acc := tools[k]
+			acc.call.Function.Arguments = string(acc.args)
+			calls[acc.order] = acc.call
 		}
 		x.toolCalls = toolCallsJSON(calls)
 	}
@@ -323,17 +330,17 @@ func reassembleResponses(body []byte, x *extraction) {
 			typ = t
 		}
 		oi, ci := 0, 0
-		if v := intVal(d["output_index"]); v != nil {
-			oi = int(*v)
+		if v, ok := intOf(d.raw("output_index")); ok {
+			oi = int(v)
 		}
-		if v := intVal(d["content_index"]); v != nil {
-			ci = int(*v)
+		if v, ok := intOf(d.raw("content_index")); ok {
+			ci = int(v)
 		}
 		switch {
 		case typ == "response.output_text.delta":
 			textFor(key{oi, ci}).WriteString(d.str("delta"))
 		case typ == "response.output_text.done":
-			if t, ok := asString(d["text"]); ok {
+			if t, ok := asString(d.raw("text")); ok {
 				b := textFor(key{oi, ci})
 				b.Reset()
 				b.WriteString(t)
@@ -342,7 +349,7 @@ func reassembleResponses(body []byte, x *extraction) {
 			reasoning.WriteString(d.str("delta"))
 		case typ == "response.output_item.added" || typ == "response.output_item.done":
 			it := d.obj("item")
-			if it == nil || it.str("type") != "function_call" {
+			if it == nil || !it.strIs("type", "function_call") {
 				return
 			}
 			acc := toolFor(oi)
@@ -358,7 +365,7 @@ func reassembleResponses(body []byte, x *extraction) {
 		case typ == "response.function_call_arguments.delta":
 			toolFor(oi).call.Function.Arguments += d.str("delta")
 		case typ == "response.function_call_arguments.done":
-			if a, ok := asString(d["arguments"]); ok {
+			if a, ok := asString(d.raw("arguments")); ok {
 				toolFor(oi).call.Function.Arguments = a
 			}
 		case typ == "error":
