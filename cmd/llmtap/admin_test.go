@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"runtime/debug"
 	"testing"
 )
 
@@ -24,21 +23,5 @@ func TestAdminPprofOnlyWhenEnabled(t *testing.T) {
 		if res.StatusCode != tc.want {
 			t.Errorf("pprof=%v: /debug/pprof/goroutine = %d, want %d", tc.pprof, res.StatusCode, tc.want)
 		}
-	}
-}
-
-func TestTuneGCKeepsAnExplicitGOGC(t *testing.T) {
-	orig := debug.SetGCPercent(100)
-	defer debug.SetGCPercent(orig)
-
-	t.Setenv("GOGC", "")
-	tuneGC()
-	if got := debug.SetGCPercent(77); got != defaultGCPercent {
-		t.Errorf("GOGC unset: GC percent %d, want %d", got, defaultGCPercent)
-	}
-	t.Setenv("GOGC", "77") // the runtime read it at start; tuneGC must leave it
-	tuneGC()
-	if got := debug.SetGCPercent(100); got != 77 {
-		t.Errorf("GOGC=77: GC percent %d, want 77", got)
 	}
 }

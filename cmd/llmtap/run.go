@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
-	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -46,7 +44,6 @@ func newRunCmd(mode, short string) *cobra.Command {
 				return err
 			}
 			logger := newLogger(cfg.Log, cmd.ErrOrStderr())
-			tuneGC()
 			return run(cmd.Context(), mode, cfg, logger)
 		},
 	}
@@ -64,20 +61,6 @@ func newRunCmd(mode, short string) *cobra.Command {
 		l.bind(cmd, "keys-file", "proxy.keys_file")
 	}
 	return cmd
-}
-
-// defaultGCPercent is the garbage collector's target when GOGC is not set.
-// The long-running modes allocate short-lived request state at a high rate
-// and hold little: GOGC=400 measured about 20 % less CPU per proxied
-// request than Go's default of 100 (BENCHMARKS.md), for a heap that may
-// grow to five times the live data before a collection. Set GOGC (e.g. 100)
-// or GOMEMLIMIT in the environment to trade CPU back for memory.
-const defaultGCPercent = 400
-
-func tuneGC() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(defaultGCPercent)
-	}
 }
 
 // server is one HTTP listener of the process.
