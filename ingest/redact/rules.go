@@ -44,6 +44,12 @@ type rule struct {
 	wordStart     bool              // the match must not follow [A-Za-z0-9_] (a letter after a backslash is allowed: \n in JSON), unless it looks random
 	wordEnd       bool              // the match must not be followed by [A-Za-z0-9_]
 	skip          func(v string) bool
+	// possible, when set, is a cheap necessary condition for a match that
+	// contains the anchor at s[at:] and starts in s[lo:at+1]; where it is
+	// false, around does not run the regexp. Rules that search a window
+	// around a common anchor ("key" in English, "=" in URLs and code) spent
+	// most of their time in the regexp failing (BenchmarkApplyProxy/chat2KB).
+	possible func(s string, lo, at int) bool
 }
 
 func builtinRules(sets map[string]bool) []*rule {
@@ -69,10 +75,10 @@ func builtinRules(sets map[string]bool) []*rule {
 			// also inside JSON-escaped JSON): the value only.
 			&rule{kind: kAPIKey, re: regexp.MustCompile(`(?i)(?:x-api-key|api[_-]?key)[ \t"':=\\]+([A-Za-z0-9._~+/=-]{8,})`),
 				group: 1, anchors: []string{"key", "Key", "KEY"}, before: 8, after: 128,
-				skip: alreadyRedacted},
+				skip: alreadyRedacted, possible: apiBefore},
 			// Keys in query strings (URLs in errors, logged requests).
 			&rule{kind: kAPIKey, re: regexp.MustCompile(`(?i)[?&](?:key|token|access_token|auth)=([^&\s"'\\#<>]{8,})`),
-				group: 1, anchors: []string{"="}, before: 16, after: 128, skip: alreadyRedacted},
+				group: 1, anchors: []string{"="}, before: 16, after: 128, skip: alreadyRedacted, possible: queryBefore},
 		)
 	}
 	if sets[BuiltinBearerTokens] {
@@ -100,6 +106,22 @@ func finish(rs []*rule) []*rule {
 		}
 	}
 	return rs
+}
+
+// apiBefore: every match of the api_key rule has "api" (any case) at its
+// start or two bytes in ("x-api-key"), so at or before at+2.
+func apiBefore(s string, lo, at int) bool {
+	for p := lo; p <= at+2 && p+3 <= len(s); p++ {
+		if s[p]|0x20 == 'a' && s[p+1]|0x20 == 'p' && s[p+2]|0x20 == 'i' {
+			return true
+		}
+	}
+	return false
+}
+
+// queryBefore: every match of the query-string rule starts with '?' or '&'.
+func queryBefore(s string, lo, at int) bool {
+	return strings.IndexAny(s[lo:at+1], "?&") >= 0
 }
 
 func alreadyRedacted(v string) bool {
@@ -130,10 +152,28 @@ type hit struct {
 	rule     int
 }
 
-// anchorIndex finds the anchors of all rules in one pass over a string.
+// anchorIndex finds the anchors of all rules in one pass over a string, and
+// tells whether the string can hold a card number at all.
+//
+// This pass is most of the cost of redacting ordinary text (every byte of
+// every body goes through it), so it is a table lookup per byte: most bytes
+// are neither a digit nor the first byte of an anchor. The first bytes of
+// the builtin anchors include common letters (e, s, k, b, g), so a second
+// table of the anchors' second bytes rejects "e" not followed by "y" before
+// any literal is compared. Digits are consumed a run at a time: findCards
+// runs only when some run holds 13 digits (BenchmarkApplyProxy).
 type anchorIndex struct {
-	first [256]uint8 // 1 + index into groups of the anchors starting with this byte; 0 none
-	group [][]anchorRef
+	first [256]uint8 // 1 + index into group of the anchors starting with this byte; 0 none; isDigitRun for digits
+	group []anchorGroup
+}
+
+// isDigitRun marks digits in anchorIndex.first (when card numbers are on).
+const isDigitRun = 255
+
+type anchorGroup struct {
+	anchors []anchorRef
+	second  [256]bool // second bytes of the group's anchors (all at least 2 bytes long)
+	single  bool      // a one-byte anchor: no second byte to check
 }
 
 type anchorRef struct {
@@ -141,17 +181,33 @@ type anchorRef struct {
 	rule int
 }
 
-func newAnchorIndex(rules []*rule) *anchorIndex {
+func newAnchorIndex(rules []*rule, cards bool) *anchorIndex {
 	x := &anchorIndex{}
 	for ri, r := range rules {
 		for _, a := range r.anchors {
 			c := a[0]
 			if x.first[c] == 0 {
-				x.group = append(x.group, nil)
+				x.group = append(x.group, anchorGroup{})
 				x.first[c] = uint8(len(x.group))
 			}
-			g := x.first[c] - 1
-			x.group[g] = append(x.group[g], anchorRef{a, ri})
+			g := &x.group[x.first[c]-1]
+			g.anchors = append(g.anchors, anchorRef{a, ri})
+			if len(a) == 1 {
+				g.single = true
+			} else {
+				g.second[a[1]] = true
+			}
+		}
+	}
+	if len(x.group) >= isDigitRun {
+		panic("redact: too many anchor first bytes")
+	}
+	if cards {
+		for c := '0'; c <= '9'; c++ {
+			if x.first[c] != 0 {
+				panic("redact: an anchor starts with a digit")
+			}
+			x.first[c] = isDigitRun
 		}
 	}
 	return x
@@ -159,14 +215,39 @@ func newAnchorIndex(rules []*rule) *anchorIndex {
 
 // scan appends the anchor hits in s to hits, at most maxWindows per rule
 // and cap(hits) in all; a rule with more hits is flagged in over (its
-// regexp then runs over the whole string instead).
-func (x *anchorIndex) scan(s string, hits []hit, over []bool, n []int) []hit {
+// regexp then runs over the whole string instead). n counts the hits per
+// rule. cards reports a run of at least 13 digits, alone or in groups
+// separated by single spaces or dashes (what findCards looks for); it is
+// false when the index was built without cards.
+func (x *anchorIndex) scan(s string, hits []hit, over []bool, n []uint8) (_ []hit, cards bool) {
 	for i := 0; i < len(s); i++ {
 		g := x.first[s[i]]
 		if g == 0 {
 			continue
 		}
-		for _, a := range x.group[g-1] {
+		if g == isDigitRun {
+			// Skip the run (no anchor starts with a digit, a space or a dash).
+			digits, j := 0, i
+			for {
+				for j < len(s) && isDigit(s[j]) {
+					j++
+					digits++
+				}
+				if j+1 < len(s) && (s[j] == ' ' || s[j] == '-') && isDigit(s[j+1]) {
+					j++
+					continue
+				}
+				break
+			}
+			cards = cards || digits >= 13
+			i = j - 1
+			continue
+		}
+		grp := &x.group[g-1]
+		if !grp.single && (i+1 == len(s) || !grp.second[s[i+1]]) {
+			continue
+		}
+		for _, a := range grp.anchors {
 			if over[a.rule] || len(s)-i < len(a.lit) || s[i:i+len(a.lit)] != a.lit {
 				continue
 			}
@@ -178,7 +259,7 @@ func (x *anchorIndex) scan(s string, hits []hit, over []bool, n []int) []hit {
 			hits = append(hits, hit{i, len(a.lit), a.rule})
 		}
 	}
-	return hits
+	return hits, cards
 }
 
 // find appends the rule's matches in s to out, given the anchor hits of all
@@ -258,6 +339,9 @@ func (r *rule) around(s string, at, alen, cursor int) (m0, m1, g0, g1 int, ok bo
 			lo = at
 		}
 		hi := min(len(s), at+alen+after)
+		if r.possible != nil && !r.possible(s, lo, at) {
+			return 0, 0, 0, 0, false
+		}
 		var m []int
 		if r.atStart != nil {
 			m = r.atStart.FindStringSubmatchIndex(s[lo:hi])
