@@ -239,24 +239,25 @@ func headersJSON(h map[string]string) string {
 	if len(h) == 0 {
 		return "{}"
 	}
-	var kbuf [16]string // captured headers are few: no allocation but the result
-	keys := kbuf[:0]
-	for k := range h {
-		keys = append(keys, k)
+	type header struct{ k, v string }
+	var hbuf [16]header // captured headers are few: no allocation but the result
+	hs := hbuf[:0]
+	for k, v := range h {
+		hs = append(hs, header{k, v})
 	}
-	slices.Sort(keys) // deterministic
+	slices.SortFunc(hs, func(a, b header) int { return strings.Compare(a.k, b.k) }) // deterministic
 	var bbuf [1024]byte
 	b := bbuf[:0]
 	b = append(b, '{')
-	for i, k := range keys {
-		v := h[k]
-		if v != "" && isSecretHeader(k) {
+	for i, h := range hs {
+		v := h.v
+		if v != "" && isSecretHeader(h.k) {
 			v = Redacted
 		}
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, clean(k))
+		b = appendJSONString(b, clean(h.k))
 		b = append(b, ':')
 		b = appendJSONString(b, clean(v))
 	}

@@ -172,10 +172,45 @@ func intOf(raw json.RawMessage) (int64, bool) {
 	return 0, false
 }
 
-func extract(ev *event.Event, endpoint string, reqBody, respBody []byte) (x extraction) {
+func extract(ev *event.Event, endpoint string, reqBody, respBody []byte) extraction {
+	return extractWith(ev, endpoint, reqBody, respBody, true)
+}
+
+// extractWith is extract, with the one-pass chat functions (chat.go) or
+// with the generic path only.
+func extractWith(ev *event.Event, endpoint string, reqBody, respBody []byte, onePass bool) (x extraction) {
+	x.endpoint = endpoint
+	if !onePass || endpoint != EndpointChat || !chatRequest(reqBody, &x) {
+		endpoint = requestFields(ev, endpoint, reqBody, &x)
+	}
+
+	x.stream = isStream(ev, respBody)
+	if x.stream && !startsJSON(respBody) {
+		if endpoint == EndpointResponses || (endpoint != EndpointChat && endpoint != EndpointCompletions && looksLikeResponsesStream(respBody)) {
+			reassembleResponses(respBody, &x)
+		} else {
+			reassembleChat(respBody, &x)
+		}
+		if ev.Status >= 300 && x.httpError == "" {
+			x.httpError = x.streamError
+			x.streamError = ""
+		}
+		return x
+	}
+
+	if onePass && (endpoint == EndpointChat || endpoint == EndpointCompletions) && ev.Status > 0 && ev.Status < 300 &&
+		chatResponse(respBody, &x) {
+		return x
+	}
+	responseFields(ev, endpoint, respBody, &x)
+	return x
+}
+
+// requestFields reads the request's model and prompt into x; it returns
+// the endpoint, inferred from the body for Kong routes.
+func requestFields(ev *event.Event, endpoint string, reqBody []byte, x *extraction) string {
 	req := parseObj(reqBody)
 	x.reqModel = req.raw("model")
-	x.endpoint = endpoint
 	if endpoint == EndpointOther && ev.Source == event.SourceKong && req != nil {
 		// Kong AI Proxy routes have arbitrary paths: infer from the body.
 		switch {
@@ -196,21 +231,11 @@ func extract(ev *event.Event, endpoint string, reqBody, respBody []byte) (x extr
 	case EndpointResponses:
 		x.prompt = responsesPrompt(req)
 	}
+	return endpoint
+}
 
-	x.stream = isStream(ev, respBody)
-	if x.stream && !startsJSON(respBody) {
-		if endpoint == EndpointResponses || (endpoint != EndpointChat && endpoint != EndpointCompletions && looksLikeResponsesStream(respBody)) {
-			reassembleResponses(respBody, &x)
-		} else {
-			reassembleChat(respBody, &x)
-		}
-		if ev.Status >= 300 && x.httpError == "" {
-			x.httpError = x.streamError
-			x.streamError = ""
-		}
-		return x
-	}
-
+// responseFields reads a response that is not a stream into x.
+func responseFields(ev *event.Event, endpoint string, respBody []byte, x *extraction) {
 	resp := parseObj(respBody)
 	if ev.Status >= 300 || (ev.Status == 0 && resp != nil && (resp.has("error") || resp.strIs("object", "error"))) {
 		x.httpError = errorMessage(resp)
@@ -219,7 +244,7 @@ func extract(ev *event.Event, endpoint string, reqBody, respBody []byte) (x extr
 		}
 	}
 	if resp == nil {
-		return x
+		return
 	}
 	x.respModel = resp.str("model")
 	switch endpoint {
@@ -242,9 +267,8 @@ func extract(ev *event.Event, endpoint string, reqBody, respBody []byte) (x extr
 	case EndpointEmbeddings:
 		x.usage = parseUsage(resp.obj("usage"))
 	case EndpointResponses:
-		applyResponseObject(resp, &x)
+		applyResponseObject(resp, x)
 	}
-	return x
 }
 
 // choiceZero returns the choice with index 0 (or the first one).
