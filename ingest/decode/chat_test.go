@@ -1,6 +1,7 @@
 package decode
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -106,4 +107,21 @@ func TestChatFastRandom(t *testing.T) {
 		t.Errorf("one-pass functions never succeeded (%d, %d)", fastReq, fastResp)
 	}
 	t.Logf("one-pass succeeded on %d requests, %d responses", fastReq, fastResp)
+}
+
+// plainRun stops where a byte-by-byte scan stops, at every position
+// relative to its eight-byte words.
+func TestPlainRun(t *testing.T) {
+	for n := 0; n < 40; n++ {
+		for c := 0; c < 256; c++ {
+			b := append(bytes.Repeat([]byte{'a'}, n), byte(c), 'b')
+			want := 0
+			for want < len(b) && plainStr[b[want]] {
+				want++
+			}
+			if got := plainRun(b); got != want {
+				t.Fatalf("n=%d c=%#x: %d, want %d", n, c, got, want)
+			}
+		}
+	}
 }
