@@ -259,16 +259,15 @@ func (r *Redactor) detect(seg string, off int, spans []span) []span {
 	}
 	from := len(spans)
 	// Most fields have no anchor at all: a small buffer of hits, and the
-	// full one (which costs zeroing 6 KB per field) only when it fills up.
-	// Scanning again with the full buffer gives what one scan with it gives.
+	// full one (which costs zeroing 6 KB per field) only when it overflows.
 	var small [16]hit
 	var over [maxRules]bool
 	var n [maxRules]uint8
-	hits, cards := r.anchors.scan(seg, small[:0], over[:], n[:])
-	if len(hits) == cap(small) {
+	hits, cards, full := r.anchors.scan(seg, small[:0], over[:], n[:], true)
+	if full {
 		var hbuf [maxHits]hit
 		over, n = [maxRules]bool{}, [maxRules]uint8{}
-		hits, cards = r.anchors.scan(seg, hbuf[:0], over[:], n[:])
+		hits, cards, _ = r.anchors.scan(seg, hbuf[:0], over[:], n[:], false)
 	}
 	for i, rl := range r.rules {
 		spans = rl.find(seg, i, hits, over[i], spans)

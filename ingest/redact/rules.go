@@ -160,11 +160,14 @@ type hit struct {
 // are neither a digit nor the first byte of an anchor. The first bytes of
 // the builtin anchors include common letters (e, s, k, b, g), so a second
 // table of the anchors' second bytes rejects "e" not followed by "y" before
-// any literal is compared. Digits are consumed a run at a time: findCards
-// runs only when some run holds 13 digits (BenchmarkApplyProxy).
+// any literal is compared. Digits are consumed a run at a time until one
+// holds 13 digits: findCards runs only then (BenchmarkApplyProxy); from
+// there on digits are skipped like other bytes (text full of numbers,
+// BenchmarkApply/embeddings1MB).
 type anchorIndex struct {
-	first [256]uint8 // 1 + index into group of the anchors starting with this byte; 0 none; isDigitRun for digits
-	group []anchorGroup
+	first   [256]uint8 // 1 + index into group of the anchors starting with this byte; 0 none; isDigitRun for digits
+	anchors [256]uint8 // first without the digits
+	group   []anchorGroup
 }
 
 // isDigitRun marks digits in anchorIndex.first (when card numbers are on).
@@ -202,6 +205,7 @@ func newAnchorIndex(rules []*rule, cards bool) *anchorIndex {
 	if len(x.group) >= isDigitRun {
 		panic("redact: too many anchor first bytes")
 	}
+	x.anchors = x.first
 	if cards {
 		for c := '0'; c <= '9'; c++ {
 			if x.first[c] != 0 {
@@ -216,11 +220,14 @@ func newAnchorIndex(rules []*rule, cards bool) *anchorIndex {
 // scan appends the anchor hits in s to hits, at most maxWindows per rule
 // and cap(hits) in all; a rule with more hits is flagged in over (its
 // regexp then runs over the whole string instead). n counts the hits per
-// rule. cards reports a run of at least 13 digits, alone or in groups
-// separated by single spaces or dashes (what findCards looks for); it is
-// false when the index was built without cards.
-func (x *anchorIndex) scan(s string, hits []hit, over []bool, n []uint8) (_ []hit, cards bool) {
-	for i := 0; i < len(s); i++ {
+// rule. With stop set, scan gives up (full) instead when hits is full and
+// another hit comes: the caller then scans again with a larger buffer.
+// cards reports a run of at least 13 digits, alone or in groups separated
+// by single spaces or dashes (what findCards looks for); it is false when
+// the index was built without cards.
+func (x *anchorIndex) scan(s string, hits []hit, over []bool, n []uint8, stop bool) (_ []hit, cards, full bool) {
+	i := 0
+	for ; i < len(s); i++ {
 		g := x.first[s[i]]
 		if g == 0 {
 			continue
@@ -239,17 +246,23 @@ func (x *anchorIndex) scan(s string, hits []hit, over []bool, n []uint8) (_ []hi
 				}
 				break
 			}
-			cards = cards || digits >= 13
 			i = j - 1
+			if digits >= 13 {
+				cards = true
+				break
+			}
 			continue
 		}
 		grp := &x.group[g-1]
 		if !grp.single && (i+1 == len(s) || !grp.second[s[i+1]]) {
 			continue
 		}
-		for _, a := range grp.anchors {
+		for _, a := range grp.anchors { // x.at, inline on this path ("@@@@…")
 			if over[a.rule] || len(s)-i < len(a.lit) || s[i:i+len(a.lit)] != a.lit {
 				continue
+			}
+			if stop && len(hits) == cap(hits) {
+				return hits, cards, true
 			}
 			n[a.rule]++
 			if n[a.rule] > maxWindows || len(hits) == cap(hits) {
@@ -259,7 +272,51 @@ func (x *anchorIndex) scan(s string, hits []hit, over []bool, n []uint8) (_ []hi
 			hits = append(hits, hit{i, len(a.lit), a.rule})
 		}
 	}
-	return hits, cards
+	// findCards will run: digits are nothing more now.
+	for i++; ; i++ {
+		if i = skipZero(&x.anchors, s, i); i >= len(s) {
+			return hits, cards, false
+		}
+		grp := &x.group[x.anchors[s[i]]-1]
+		if !grp.single && (i+1 == len(s) || !grp.second[s[i+1]]) {
+			continue
+		}
+		if hits, full = x.at(s, i, grp, hits, over, n, stop); full {
+			return hits, cards, true
+		}
+	}
+}
+
+// skipZero returns the index of the first byte of s at or after i that tab
+// does not map to 0, or len(s). Not inlined: in its own function the loop
+// is a few instructions a byte, in scan the compiler spills to the stack in
+// it (a third slower).
+//
+//go:noinline
+func skipZero(tab *[256]uint8, s string, i int) int {
+	for uint(i) < uint(len(s)) && tab[s[i]] == 0 {
+		i++
+	}
+	return i
+}
+
+// at appends the hits of the anchors of grp at s[i:].
+func (x *anchorIndex) at(s string, i int, grp *anchorGroup, hits []hit, over []bool, n []uint8, stop bool) (_ []hit, full bool) {
+	for _, a := range grp.anchors {
+		if over[a.rule] || len(s)-i < len(a.lit) || s[i:i+len(a.lit)] != a.lit {
+			continue
+		}
+		if stop && len(hits) == cap(hits) {
+			return hits, true
+		}
+		n[a.rule]++
+		if n[a.rule] > maxWindows || len(hits) == cap(hits) {
+			over[a.rule] = true
+			continue
+		}
+		hits = append(hits, hit{i, len(a.lit), a.rule})
+	}
+	return hits, false
 }
 
 // find appends the rule's matches in s to out, given the anchor hits of all
