@@ -22,6 +22,7 @@ import (
 	chdriver "github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/llmtap/llmtap/internal/jsonstr"
 	"github.com/llmtap/llmtap/schema"
 )
 
@@ -700,7 +701,7 @@ func (e *jsonlEncoder) row(r *exportRow) error {
 				b = append(b, "null"...)
 			}
 		default:
-			b = appendJSONString(b, r.text[i])
+			b = jsonstr.Append(b, r.text[i])
 		}
 	}
 	b = append(b, '}', '\n')

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/llmtap/llmtap/internal/jsonstr"
 )
 
 // Output formats of Result.Write.
@@ -196,7 +198,7 @@ func (r *Result) writeJSON(w *bufio.Writer) error {
 			if c > 0 {
 				buf = append(buf, ',')
 			}
-			buf = appendJSONString(buf, name)
+			buf = jsonstr.Append(buf, name)
 			buf = append(buf, ':')
 			var v any
 			if c < len(row) {
@@ -221,7 +223,7 @@ func appendJSONValue(buf []byte, v any) []byte {
 	case nil:
 		return append(buf, "null"...)
 	case string:
-		return appendJSONString(buf, v)
+		return jsonstr.Append(buf, v)
 	case int64:
 		return strconv.AppendInt(buf, v, 10)
 	case float64:
@@ -232,60 +234,7 @@ func appendJSONValue(buf []byte, v any) []byte {
 	case bool:
 		return strconv.AppendBool(buf, v)
 	}
-	return appendJSONString(buf, fmt.Sprint(v))
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD
-// (as encoding/json does); <, > and & are not escaped; U+2028 and U+2029 are,
-// so the output is also valid JavaScript.
-func appendJSONString(buf []byte, s string) []byte {
-	buf = append(buf, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			buf = append(buf, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				buf = append(buf, '\\', c)
-			case '\n':
-				buf = append(buf, '\\', 'n')
-			case '\r':
-				buf = append(buf, '\\', 'r')
-			case '\t':
-				buf = append(buf, '\\', 't')
-			default:
-				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			buf = append(buf, s[start:i]...)
-			buf = append(buf, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			buf = append(buf, s[start:i]...)
-			buf = append(buf, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	buf = append(buf, s[start:]...)
-	return append(buf, '"')
+	return jsonstr.Append(buf, fmt.Sprint(v))
 }
 
 func (r *Result) writeCSV(w *bufio.Writer) error {

@@ -153,36 +153,3 @@ func TestWriteUnknownFormat(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
-
-func TestAppendJSONString(t *testing.T) {
-	for _, s := range []string{"", "plain", `"\`, "\x00\x1f\x7f", "é日本\u2028\u2029", "<script>&", "bad \xff\xfe utf8", "\r\n\t"} {
-		b := appendJSONString(nil, s)
-		var got string
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("%q -> %s: %v", s, b, err)
-		}
-		// Each invalid byte becomes U+FFFD, as with encoding/json.
-		if want := string([]rune(s)); got != want {
-			t.Errorf("%q: got %q want %q", s, got, want)
-		}
-	}
-}
-
-func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range []string{"", "a\"b", "\xff", "\u2028", "日本"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		b := appendJSONString(nil, s)
-		var got string
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("%q -> %s: %v", s, b, err)
-		}
-		want, _ := json.Marshal(s)
-		var std string
-		json.Unmarshal(want, &std)
-		if got != std {
-			t.Fatalf("%q: got %q, encoding/json gives %q", s, got, std)
-		}
-	})
-}

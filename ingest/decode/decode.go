@@ -66,6 +66,7 @@ import (
 
 	"github.com/llmtap/llmtap/ingest/event"
 	"github.com/llmtap/llmtap/ingest/record"
+	"github.com/llmtap/llmtap/internal/jsonstr"
 )
 
 // MaxDecodedBody caps a decompressed body (decompression bomb guard). A body
@@ -257,9 +258,9 @@ func headersJSON(h map[string]string) string {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, clean(h.k))
+		b = jsonstr.Append(b, clean(h.k))
 		b = append(b, ':')
-		b = appendJSONString(b, clean(v))
+		b = jsonstr.Append(b, clean(v))
 	}
 	return string(append(b, '}'))
 }
@@ -281,36 +282,6 @@ func isSecretHeader(name string) bool {
 		lower[i] = c
 	}
 	return secretHeaders[string(lower[:len(name)])]
-}
-
-// appendJSONString appends s (valid UTF-8) as a JSON string. HTML
-// characters are not escaped.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\r':
-			b = append(b, '\\', 'r')
-		case '\t':
-			b = append(b, '\\', 't')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 func headerValue(h map[string]string, name string) string {

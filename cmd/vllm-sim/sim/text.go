@@ -184,6 +184,9 @@ const hexDigits = "0123456789abcdef"
 // appendJSONString appends s as a JSON string literal. Like pydantic and
 // Python's json module with ensure_ascii=False it leaves non-ASCII and
 // <, >, & alone and escapes only quotes, backslashes and control characters.
+// It is not internal/jsonstr on purpose: the simulator reproduces vLLM's
+// bytes (\b and \f as Python writes them, U+2028 left raw), llmtap's own
+// encoder does not.
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
