@@ -368,20 +368,25 @@ type exportRow struct {
 // slice is one export query's window.
 type slice struct{ from, to time.Time }
 
+// planRows are the rows of the export_plan query, (minute, rows) in minute
+// order; pgx.Rows and the ClickHouse driver's rows both are.
+type planRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
 // planSlices cuts [p.From, p.To) at minute boundaries so that each slice
-// holds about exportSliceRows rows, from the per-minute counts that next
-// yields in minute order (next returns ok=false at the end).
-func planSlices(p Params, next func() (minute int64, rows int64, ok bool, err error)) ([]slice, error) {
+// holds about exportSliceRows rows, from the per-minute counts of the plan
+// query. The caller closes rs.
+func planSlices(p Params, rs planRows) ([]slice, error) {
 	var out []slice
 	start := p.From
 	var acc int64
-	for {
-		minute, rows, ok, err := next()
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			break
+	for rs.Next() {
+		var minute, rows int64
+		if err := rs.Scan(&minute, &rows); err != nil {
+			return nil, fmt.Errorf("plan: %w", err)
 		}
 		b := time.Unix(minute, 0).UTC()
 		if acc > 0 && acc+rows > exportSliceRows && b.After(start) {
@@ -389,6 +394,9 @@ func planSlices(p Params, next func() (minute int64, rows int64, ok bool, err er
 			start, acc = b, 0
 		}
 		acc += rows
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
 	}
 	return append(out, slice{start, p.To}), nil
 }
@@ -417,17 +425,10 @@ func exportPostgres(ctx context.Context, dsn string, p Params, enc rowEncoder) (
 	if err != nil {
 		return 0, fmt.Errorf("plan: %w", err)
 	}
-	parts, err := planSlices(p, func() (int64, int64, bool, error) {
-		if !prows.Next() {
-			return 0, 0, false, prows.Err()
-		}
-		var minute, n int64
-		err := prows.Scan(&minute, &n)
-		return minute, n, err == nil, err
-	})
+	parts, err := planSlices(p, prows)
 	prows.Close()
 	if err != nil {
-		return 0, fmt.Errorf("plan: %w", err)
+		return 0, err
 	}
 
 	q, err := load(Postgres, "export")
@@ -508,17 +509,10 @@ func exportClickHouse(ctx context.Context, dsn string, p Params, enc rowEncoder)
 	if err != nil {
 		return 0, fmt.Errorf("plan: %w", err)
 	}
-	parts, err := planSlices(p, func() (int64, int64, bool, error) {
-		if !prows.Next() {
-			return 0, 0, false, prows.Err()
-		}
-		var minute, n int64
-		err := prows.Scan(&minute, &n)
-		return minute, n, err == nil, err
-	})
+	parts, err := planSlices(p, prows)
 	prows.Close()
 	if err != nil {
-		return 0, fmt.Errorf("plan: %w", err)
+		return 0, err
 	}
 
 	q, err := load(ClickHouse, "export")
