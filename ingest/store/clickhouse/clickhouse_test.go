@@ -196,32 +196,21 @@ func TestPingUnmigrated(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs ClickHouse")
 	}
-	ctx := context.Background()
-	s, err := clickhouse.New(ctx, "clickhouse://127.0.0.1:9000/default", nil)
+	s, err := clickhouse.New(context.Background(), "clickhouse://127.0.0.1:9000/default", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	err = s.Ping(ctx)
-	if !errors.Is(err, schema.ErrNotMigrated) || errors.Is(err, store.ErrUnavailable) {
-		t.Fatalf("Ping on unmigrated db = %v", err)
-	}
+	storetest.Unmigrated(t, s)
 }
 
 func TestUnavailable(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	s, err := clickhouse.New(ctx, "clickhouse://default:secret@127.0.0.1:1/x?dial_timeout=2s", nil)
+	s, err := clickhouse.New(context.Background(), "clickhouse://default:secret@127.0.0.1:1/x?dial_timeout=2s", nil)
 	if err != nil {
 		t.Fatalf("New must not connect: %v", err)
 	}
 	defer s.Close()
-	if err := s.Write(ctx, storetest.Realistic(2, 9, time.Now()), nil); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("Write to closed port = %v, want ErrUnavailable", err)
-	}
-	if err := s.Ping(ctx); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("Ping to closed port = %v, want ErrUnavailable", err)
-	}
+	storetest.Unreachable(t, s)
 }
 
 // TestRestart takes the server away through a forwarder and brings it back.

@@ -170,34 +170,21 @@ func TestPingUnmigrated(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs PostgreSQL")
 	}
-	ctx := context.Background()
-	s, err := postgres.New(ctx, "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", nil)
+	s, err := postgres.New(context.Background(), "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	err = s.Ping(ctx)
-	if !errors.Is(err, schema.ErrNotMigrated) || errors.Is(err, store.ErrUnavailable) {
-		t.Fatalf("Ping on unmigrated db = %v", err)
-	}
+	storetest.Unmigrated(t, s)
 }
 
 func TestUnavailable(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	s, err := postgres.New(ctx, "postgres://postgres:secret@127.0.0.1:1/x?sslmode=disable&connect_timeout=2", nil)
+	s, err := postgres.New(context.Background(), "postgres://postgres:secret@127.0.0.1:1/x?sslmode=disable&connect_timeout=2", nil)
 	if err != nil {
 		t.Fatalf("New must not connect: %v", err)
 	}
 	defer s.Close()
-	recs := storetest.Realistic(2, 9, time.Now())
-	err = s.Write(ctx, recs, nil)
-	if !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("Write to closed port = %v, want ErrUnavailable", err)
-	}
-	if err := s.Ping(ctx); !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("Ping to closed port = %v, want ErrUnavailable", err)
-	}
+	storetest.Unreachable(t, s)
 }
 
 func TestConstraintErrorNotUnavailable(t *testing.T) {

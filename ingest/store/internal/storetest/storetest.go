@@ -19,6 +19,7 @@ import (
 
 	"github.com/llmtap/llmtap/ingest/record"
 	"github.com/llmtap/llmtap/ingest/store/storeerr"
+	"github.com/llmtap/llmtap/schema"
 )
 
 // Writer is the part of store.Store the suite drives.
@@ -403,5 +404,30 @@ func (s *Suite) badID(t *testing.T) {
 	}
 	if n, _ := s.Stats(t); n != 0 {
 		t.Errorf("count %d after failed write", n)
+	}
+}
+
+// Unreachable checks a store whose server is not listening (New must not
+// have connected): Write and Ping fail with ErrUnavailable, which the
+// receiver turns into 503 + Retry-After.
+func Unreachable(t *testing.T, s Writer) {
+	t.Helper()
+	c := ctx(t)
+	if err := s.Write(c, Realistic(2, 9, time.Now()), nil); !errors.Is(err, storeerr.ErrUnavailable) {
+		t.Errorf("Write to closed port = %v, want ErrUnavailable", err)
+	}
+	if err := s.Ping(c); !errors.Is(err, storeerr.ErrUnavailable) {
+		t.Errorf("Ping to closed port = %v, want ErrUnavailable", err)
+	}
+}
+
+// Unmigrated checks Ping on a reachable database without llmtap's tables:
+// schema.ErrNotMigrated (serve and ingest refuse to start and say what to
+// run), not ErrUnavailable (which would be retried forever).
+func Unmigrated(t *testing.T, s Writer) {
+	t.Helper()
+	err := s.Ping(ctx(t))
+	if !errors.Is(err, schema.ErrNotMigrated) || errors.Is(err, storeerr.ErrUnavailable) {
+		t.Fatalf("Ping on unmigrated db = %v, want ErrNotMigrated", err)
 	}
 }
