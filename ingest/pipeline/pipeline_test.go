@@ -227,7 +227,7 @@ func TestIngest(t *testing.T) {
 			evs := chatEvents(consumer, 5)
 			bad := pipelinetest.ChatEvent(consumer, 0)
 			bad.ID = "not-a-uuid"
-			bad.Source = "pipeline-test-" + b.Name
+			bad.Source = "pipeline-test-" + consumer // unique per run: rejects are not reset between runs
 			evs = append(evs, bad)
 			callerReject := record.Reject{ReceivedAt: time.Now(), Source: bad.Source, Reason: "line 9: invalid event", Payload: []byte("{oops")}
 			acceptedBefore := metric(t, "llmtap_ingest_accepted_total", map[string]string{"source": "proxy"})
@@ -687,7 +687,7 @@ func TestRefusedRecordsBecomeRejects(t *testing.T) {
 			p := start(t, cfg, rs)
 			consumer := uniq(t)
 			poison := pipelinetest.ChatEvent("poison-"+consumer, 0)
-			poison.Source = "refuse-" + b.Name
+			poison.Source = "refuse-" + consumer // unique per run
 			mixed := append(chatEvents(consumer, 6), poison)
 			mixed = append(mixed, chatEvents(consumer, 3)...)
 
