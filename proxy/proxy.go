@@ -224,18 +224,15 @@ func newEventID() string {
 }
 
 // ServeHTTP authenticates, forwards and captures one request.
+//
+// It stays small on purpose: its frame, ReverseProxy's and net/http's sit
+// on the connection goroutine's stack for as long as a stream lasts, and
+// the first flush (net/http writing the response head) must fit beside
+// them in 8 KiB, or the runtime doubles that goroutine's stack to 16 KiB
+// for the stream's lifetime. Admission and body work run in prepare, whose
+// frame is gone by then. BenchmarkProxyStreamMemory measures it.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{start: time.Now()}
-	x.ev = event.Event{
-		ID:             newEventID(),
-		Time:           x.start.UTC(),
-		Source:         event.SourceProxy,
-		Method:         r.Method,
-		Path:           r.URL.Path,
-		ClientIP:       p.clientIP(r),
-		RequestHeaders: p.captureHeaders(r.Header),
-	}
-	w.Header().Set(HeaderEventID, x.ev.ID)
 	inflight.Inc()
 	defer func() {
 		rec := recover()
@@ -251,6 +248,33 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(rec)
 		}
 	}()
+	if !p.prepare(w, r, x) {
+		return
+	}
+	if d := p.cfg.ClientWriteTimeout; d > 0 {
+		// net/http clears the write deadline after each response
+		// (TestKeepAliveAfterStream), so the last one set here also covers
+		// the server's final flush and does not leak into the next request.
+		w = &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), d: d}
+	}
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, x)))
+}
+
+// prepare starts x's event, authenticates, admits (limits, audit
+// availability) and reads the body, answering the client itself when the
+// request goes no further (it returns false then). On true, r carries the
+// body to send upstream.
+func (p *Proxy) prepare(w http.ResponseWriter, r *http.Request, x *exchange) bool {
+	x.ev = event.Event{
+		ID:             newEventID(),
+		Time:           x.start.UTC(),
+		Source:         event.SourceProxy,
+		Method:         r.Method,
+		Path:           r.URL.Path,
+		ClientIP:       p.clientIP(r),
+		RequestHeaders: p.captureHeaders(r.Header),
+	}
+	w.Header().Set(HeaderEventID, x.ev.ID)
 
 	plain := presentedKey(r.Header)
 	x.ev.KeyPrefix = keys.DisplayPrefix(plain)
@@ -268,7 +292,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		x.ev.Error = "auth: " + res.String()
 		p.answer(w, x, http.StatusUnauthorized, msg, "invalid_request_error", "invalid_api_key")
-		return
+		return false
 	}
 	x.ev.Consumer, x.ev.KeyID = k.Consumer, k.ID
 
@@ -276,7 +300,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "5")
 		x.ev.Error = "audit delivery unavailable"
 		p.answer(w, x, http.StatusServiceUnavailable, "The audit log is unavailable; requests are refused until it recovers.", "service_unavailable", "audit_unavailable")
-		return
+		return false
 	}
 
 	if l := p.cfg.Limiter; l != nil {
@@ -287,11 +311,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !d.Allowed {
 			if r.Context().Err() != nil {
 				x.ev.Status, x.ev.Error = 499, "client disconnected"
-				return
+				return false
 			}
 			x.ev.Status, x.ev.Error = d.Status(), "rate limit: "+d.Reason
 			p.keepAnswer(x, w.Header(), limit.WriteRefusal(w, d))
-			return
+			return false
 		}
 		x.release = release
 		limit.Headers(w.Header(), d)
@@ -319,22 +343,22 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.answer(w, x, http.StatusRequestTimeout,
 				fmt.Sprintf("The request body was not received within %s.", p.cfg.RequestBodyTimeout),
 				"invalid_request_error", "request_timeout")
-			return
+			return false
 		}
 		if errors.Is(err, errTooLarge) {
 			x.ev.Error = err.Error()
 			p.answer(w, x, http.StatusRequestEntityTooLarge,
 				fmt.Sprintf("Request body is larger than the limit of %d bytes.", p.cfg.MaxRequestBody),
 				"invalid_request_error", "request_too_large")
-			return
+			return false
 		}
 		if r.Context().Err() != nil {
 			x.ev.Status, x.ev.Error = 499, "client disconnected"
-			return
+			return false
 		}
 		x.ev.Error = "reading request body: " + err.Error()
 		p.answer(w, x, http.StatusBadRequest, "Could not read the request body.", "invalid_request_error", "bad_request_body")
-		return
+		return false
 	}
 	capped := min(int64(len(body)), p.cfg.CaptureLimit)
 	if capped > 0 {
@@ -362,14 +386,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.TransferEncoding = nil
 	r.Header.Del("Content-Length") // set from ContentLength by the transport
-
-	if d := p.cfg.ClientWriteTimeout; d > 0 {
-		// net/http clears the write deadline after each response
-		// (TestKeepAliveAfterStream), so the last one set here also covers
-		// the server's final flush and does not leak into the next request.
-		w = &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), d: d}
-	}
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, x)))
+	return true
 }
 
 // deadlineWriter renews the connection's write deadline before writes and
