@@ -444,7 +444,9 @@ stored_lines() {
   echo "| nginx (sum of workers) | RSS growth / 500 | ${MEM[nginx]} |"
   echo "| llmtap proxy package | Go heap + stack / 200 | ${go_kib:-n/a} (heap ${go_heap:-n/a}, stack ${go_stack:-n/a}) |"
   echo
-  echo "Goal: ≤ 32 KiB per open stream beyond captured bytes. Events of these streams stored: llmtap serve ${MEMSTORED[llmtap]}, llmtap-split ${MEMSTORED[llmtap-split]}."
+  verdict=n/a
+  [ -n "$go_kib" ] && verdict=$(awk -v k="$go_kib" 'BEGIN { print (k <= 32 ? "met" : "not met") }')
+  echo "Goal: ≤ 32 KiB per open stream beyond captured bytes: live memory (heap + stacks) ${go_kib:-n/a} KiB, ${verdict}; RSS adds the GC's headroom over the live heap (README: Tuning). Events of these streams stored: llmtap serve ${MEMSTORED[llmtap]}, llmtap-split ${MEMSTORED[llmtap-split]}."
   [ -n "$go_kib" ] || { echo; echo "BenchmarkProxyStreamMemory did not report:"; echo '```'; tail -20 "$gomem"; echo '```'; }
   echo
   echo "## Events stored"
