@@ -109,6 +109,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	ctx := req.Context()
 	h := t.host(req.URL.Scheme + "://" + canonicalAddr(req))
+	// net/http flushes the request head in a write of its own unless the
+	// body is one of its known in-memory readers, which ReverseProxy's
+	// no-op-Close wrapper hides. A replayable body is therefore written
+	// from a fresh GetBody copy: head and a small body leave in one write
+	// syscall instead of two (BenchmarkRoundTripBody).
+	if req.GetBody != nil && req.Body != nil && req.Body != http.NoBody {
+		if r2, ok := rewind(req); ok {
+			req.Body.Close()
+			req = r2
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		c, err := t.get(ctx, h, req)
 		if err != nil {
