@@ -10,10 +10,16 @@ import (
 // consumerFilter restricts rows to the consumer variable. With "All" the
 // variable's custom all value '__all__' is inserted as is (Grafana skips the
 // datasource's quoting for custom all values), which makes the first operand
-// true; otherwise $consumer is the datasource's quoted list 'a','b' and the
-// first operand is false. The same text works on PostgreSQL and ClickHouse,
-// and All also keeps rows with an empty consumer (unauthenticated attempts).
-const consumerFilter = `('__all__' IN ($consumer) OR consumer IN ($consumer))`
+// true; otherwise the variable is the quoted list 'a','b' and the first
+// operand is false. The format is sqlstring (quotes doubled) on purpose: the
+// ClickHouse plugin's default quoting leaves a quote inside a value as is,
+// so a consumer named o'neil would break every panel. The same text works
+// on PostgreSQL and ClickHouse, and All also keeps rows with an empty
+// consumer (unauthenticated attempts).
+const consumerFilter = `('__all__' IN (` + consumerVar + `) OR consumer IN (` + consumerVar + `))`
+
+// consumerVar is the consumer variable in SQL (see consumerFilter).
+const consumerVar = `${consumer:sqlstring}`
 
 // AllValue is the consumer variable's custom all value (see consumerFilter).
 const AllValue = `'__all__'`
@@ -119,8 +125,8 @@ const (
 	// isAll / notAll pick the all-consumers table or the per-consumer one;
 	// both are constants after expansion, so the planner drops the other
 	// branch of the UNION ALL.
-	isAll  = `'__all__' IN ($consumer)`
-	notAll = `NOT ('__all__' IN ($consumer)) AND consumer IN ($consumer)`
+	isAll  = `'__all__' IN (` + consumerVar + `)`
+	notAll = `NOT ('__all__' IN (` + consumerVar + `)) AND consumer IN (` + consumerVar + `)`
 	// Hours wholly inside the range [from, to]: [hourFrom, hourTo).
 	pgHourFrom = `date_trunc('hour', $__timeFrom()::timestamptz - interval '1 microsecond') + interval '1 hour'`
 	pgHourTo   = `date_trunc('hour', $__timeTo()::timestamptz)`
@@ -233,10 +239,10 @@ func chPercentiles(merge, col string) string {
 	return `SELECT time, q[1] AS p50, q[2] AS p95
 FROM (
 ` + branch("llm_usage_all_1m", isAll+`
-    AND minute <= if(has([$consumer], '__all__'), toDateTime(4294967295), toDateTime(0))`) + `
+    AND minute <= if(has([` + consumerVar + `], '__all__'), toDateTime(4294967295), toDateTime(0))`) + `
   UNION ALL
 ` + branch("llm_usage_1m", notAll+`
-    AND minute <= if(has([$consumer], '__all__'), toDateTime(0), toDateTime(4294967295))`) + `
+    AND minute <= if(has([` + consumerVar + `], '__all__'), toDateTime(0), toDateTime(4294967295))`) + `
 )
 WHERE NOT isNaN(p50)
 ORDER BY time`
