@@ -333,5 +333,15 @@ func FuzzUsageTokens(f *testing.F) {
 		if p2, c2, n2, ok2 := UsageCounts(b, stream); p2 != p || c2 != c || n2 != n || ok2 != ok {
 			t.Fatalf("UsageCounts = %d, %d, %d, %v; Usage = %d, %d, %v; UsageTokens = %d", p2, c2, n2, ok2, p, c, ok, n)
 		}
+		// usageAt reads the object at an opening brace as json.Decoder
+		// reads the first value there.
+		if i := bytes.IndexByte(b, '{'); i >= 0 {
+			var want usageFields
+			werr := json.NewDecoder(bytes.NewReader(b[i:])).Decode(&want)
+			got, gok := usageAt(append([]byte(":"), b[i:]...))
+			if gok != (werr == nil) || (gok && got != want) {
+				t.Fatalf("usageAt(%q) = %+v, %v; json.Decoder: %+v, %v", b[i:], got, gok, want, werr)
+			}
+		}
 	})
 }
