@@ -239,10 +239,10 @@ func chPercentiles(merge, col string) string {
 	return `SELECT time, q[1] AS p50, q[2] AS p95
 FROM (
 ` + branch("llm_usage_all_1m", isAll+`
-    AND minute <= if(has([` + consumerVar + `], '__all__'), toDateTime(4294967295), toDateTime(0))`) + `
+    AND minute <= if(has([`+consumerVar+`], '__all__'), toDateTime(4294967295), toDateTime(0))`) + `
   UNION ALL
 ` + branch("llm_usage_1m", notAll+`
-    AND minute <= if(has([` + consumerVar + `], '__all__'), toDateTime(0), toDateTime(4294967295))`) + `
+    AND minute <= if(has([`+consumerVar+`], '__all__'), toDateTime(0), toDateTime(4294967295))`) + `
 )
 WHERE NOT isNaN(p50)
 ORDER BY time`
