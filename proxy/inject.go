@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+
+	"github.com/llmtap/llmtap/internal/jsonscan"
 )
 
 // injectPath reports the endpoints whose streams take include_usage.
@@ -156,13 +158,13 @@ type topLevel struct {
 // anything it does not understand: not an object, malformed structure,
 // escaped keys. It does not validate nested values beyond their nesting.
 func scanTopLevel(b []byte) (t topLevel, ok bool) {
-	i := skipWS(b, 0)
+	i := jsonscan.SkipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return t, false
 	}
-	i = skipWS(b, i+1)
+	i = jsonscan.SkipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
-		return t, skipWS(b, i+1) == len(b)
+		return t, jsonscan.SkipWS(b, i+1) == len(b)
 	}
 	for {
 		if i >= len(b) || b[i] != '"' {
@@ -176,12 +178,12 @@ func scanTopLevel(b []byte) (t topLevel, ok bool) {
 		if bytes.IndexByte(key, '\\') >= 0 {
 			return t, false
 		}
-		i = skipWS(b, i+ke+2)
+		i = jsonscan.SkipWS(b, i+ke+2)
 		if i >= len(b) || b[i] != ':' {
 			return t, false
 		}
-		vs := skipWS(b, i+1)
-		ve, ok := skipValue(b, vs)
+		vs := jsonscan.SkipWS(b, i+1)
+		ve, ok := jsonscan.SkipValue(b, vs)
 		if !ok {
 			return t, false
 		}
@@ -193,94 +195,16 @@ func scanTopLevel(b []byte) (t topLevel, ok bool) {
 		case "model":
 			t.model, t.hasModel = [2]int{vs, ve}, true
 		}
-		i = skipWS(b, ve)
+		i = jsonscan.SkipWS(b, ve)
 		if i >= len(b) {
 			return t, false
 		}
 		if b[i] == '}' {
-			return t, skipWS(b, i+1) == len(b)
+			return t, jsonscan.SkipWS(b, i+1) == len(b)
 		}
 		if b[i] != ',' {
 			return t, false
 		}
-		i = skipWS(b, i+1)
-	}
-}
-
-func skipWS(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipString returns the index after the string starting at b[i] == '"':
-// the next quote not escaped by an odd run of backslashes.
-func skipString(b []byte, i int) (int, bool) {
-	i++
-	for {
-		j := bytes.IndexByte(b[i:], '"')
-		if j < 0 {
-			return 0, false
-		}
-		i += j
-		n := 0
-		for k := i - 1; k >= 0 && b[k] == '\\'; k-- {
-			n++
-		}
-		i++
-		if n%2 == 0 {
-			return i, true
-		}
-	}
-}
-
-// skipValue returns the end of the JSON value starting at b[i].
-func skipValue(b []byte, i int) (int, bool) {
-	if i >= len(b) {
-		return 0, false
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			j := bytes.IndexAny(b[i:], "\"{}[]")
-			if j < 0 {
-				return 0, false
-			}
-			i += j
-			switch b[i] {
-			case '"':
-				e, ok := skipString(b, i)
-				if !ok {
-					return 0, false
-				}
-				i = e
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1, true
-				}
-			}
-			i++
-		}
-		return 0, false
-	default:
-		s := i
-		for i < len(b) {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return i, i > s
-			case '"', '{', '[', ':':
-				return 0, false
-			}
-			i++
-		}
-		return i, i > s
+		i = jsonscan.SkipWS(b, i+1)
 	}
 }

@@ -3,6 +3,8 @@ package limit
 import (
 	"bytes"
 	"encoding/json"
+
+	"github.com/llmtap/llmtap/internal/jsonscan"
 )
 
 var usageKey = []byte(`"usage"`)
@@ -98,37 +100,11 @@ func usageAt(b []byte) (usageFields, bool) {
 	if len(b) == 0 || b[0] != '{' {
 		return u, false // null, or not an object
 	}
-	end := objectEnd(b)
-	if end < 0 || json.Unmarshal(b[:end], &u) != nil {
+	// Unmarshal of the object's own bytes: a json.Decoder would buffer
+	// everything after it.
+	end, ok := jsonscan.SkipValue(b, 0)
+	if !ok || json.Unmarshal(b[:end], &u) != nil {
 		return u, false
 	}
 	return u, true
-}
-
-// objectEnd returns the length of the JSON object at the start of b (b[0]
-// is '{'), or -1 when b ends first. It only matches braces outside strings;
-// json.Unmarshal validates the rest. (A json.Decoder would buffer
-// everything after the object.)
-func objectEnd(b []byte) int {
-	depth, inStr := 0, false
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		switch {
-		case inStr:
-			if c == '\\' {
-				i++
-			} else if c == '"' {
-				inStr = false
-			}
-		case c == '"':
-			inStr = true
-		case c == '{' || c == '[':
-			depth++
-		case c == '}' || c == ']':
-			if depth--; depth == 0 {
-				return i + 1
-			}
-		}
-	}
-	return -1
 }
