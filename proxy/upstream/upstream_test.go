@@ -331,13 +331,14 @@ func TestUpstreamDown(t *testing.T) {
 }
 
 // opaqueBody hides a reader's type from net/http (as ReverseProxy's
-// no-op-Close wrapper does) and records Close.
+// no-op-Close wrapper does) and records Read and Close.
 type opaqueBody struct {
-	io.Reader
-	closed atomic.Bool
+	r            io.Reader
+	read, closed atomic.Bool
 }
 
-func (b *opaqueBody) Close() error { b.closed.Store(true); return nil }
+func (b *opaqueBody) Read(p []byte) (int, error) { b.read.Store(true); return b.r.Read(p) }
+func (b *opaqueBody) Close() error               { b.closed.Store(true); return nil }
 
 // bodyRequest is a POST whose Body net/http cannot recognise as in-memory;
 // with replayable, GetBody is set as httputil.ReverseProxy's clone keeps it.
@@ -346,7 +347,7 @@ func bodyRequest(t testing.TB, url, body string, replayable bool) (*http.Request
 	if err != nil {
 		t.Fatal(err)
 	}
-	ob := &opaqueBody{Reader: strings.NewReader(body)}
+	ob := &opaqueBody{r: strings.NewReader(body)}
 	req.Body = ob
 	if !replayable {
 		req.GetBody = nil
@@ -373,6 +374,9 @@ func TestReplayableBodyWrittenFromCopy(t *testing.T) {
 		}
 		if !ob.closed.Load() {
 			t.Errorf("replayable=%v: the request's Body was not closed", replayable)
+		}
+		if ob.read.Load() == replayable {
+			t.Errorf("replayable=%v: the request's own Body was read = %v, want %v", replayable, ob.read.Load(), !replayable)
 		}
 	}
 }
