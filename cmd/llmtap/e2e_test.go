@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,15 +28,23 @@ import (
 
 const e2eDB = "llmtap_test_e2e"
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
+// freeAddr returns a loopback address with a port that was free a moment
+// ago, for a child process to listen on (and listen on again after a
+// restart). The port is below Linux's ephemeral range (32768–60999), which
+// port 0 would draw from: there the outgoing connections of the tests that
+// run in parallel (database clients, HTTP) take ports too, and one of them
+// can hold the port when the child binds or rebinds it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 200 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("freeAddr: no free port in 20000-31999")
+	return ""
 }
 
 // freshPostgres creates (or recreates) a migrated test database and returns its DSN.
