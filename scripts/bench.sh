@@ -59,6 +59,7 @@ wait_http() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null 
 
 command -v nginx >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
 go build -o bin/loadgen ./cmd/loadgen
+go build -o bin/baseline ./cmd/baseline
 
 # --- CPU accounting -------------------------------------------------------------------
 # ticks PID...: utime+stime (/proc/PID/stat fields 14 and 15, clock ticks)
@@ -126,7 +127,8 @@ done
 keylist=$(IFS=,; echo "${keys[*]}"); namelist=$(IFS=,; echo "${names[*]}")
 
 # Ports: vllm-sim 18000 (no delay), 18020 (vLLM-like), 18010 (slow, memory);
-# on top of each, +1 llmtap serve, +3 nginx, +4 llmtap proxy. llmtap ingest 18002.
+# on top of each, +1 llmtap serve, +3 nginx, +4 llmtap proxy, +7 the Go baseline.
+# llmtap ingest 18002.
 # shellcheck disable=SC2016 # nginx variables, not shell ones
 {
   echo 'worker_processes auto; worker_rlimit_nofile 65536; pid '"$work"'/nginx.pid; error_log '"$work"'/nginx-error.log warn;'
@@ -174,7 +176,8 @@ llmtap_cfg "$work/ingest.yaml" 18999 18000 18002 19402
 start ingest bin/llmtap ingest --config "$work/ingest.yaml"
 wait_http http://127.0.0.1:19402/healthz
 
-# up SIM_PORT SIM_FLAGS...: vllm-sim, llmtap serve and llmtap proxy for one scenario.
+# up SIM_PORT SIM_FLAGS...: vllm-sim, llmtap serve, llmtap proxy and the Go
+# baseline (cmd/baseline: the nginx configuration above in net/http) for one scenario.
 up() {
   local p=$1; shift
   start "sim$p" bin/vllm-sim --listen "127.0.0.1:$p" "$@"
@@ -182,12 +185,16 @@ up() {
   start "serve$p" bin/llmtap serve --config "$work/serve$p.yaml"
   llmtap_cfg "$work/proxy$p.yaml" $((p + 4)) "$p" $((p + 6)) $((p + 1404)) http://127.0.0.1:18002
   start "proxy$p" bin/llmtap proxy --config "$work/proxy$p.yaml"
+  start "base$p" bin/baseline --listen "127.0.0.1:$((p + 7))" --upstream "http://127.0.0.1:$p" --keys "$keylist" --consumers "$namelist"
   wait_http "http://127.0.0.1:$p/health"
   wait_http "http://127.0.0.1:$((p + 1401))/healthz"
   wait_http "http://127.0.0.1:$((p + 1404))/healthz"
-  for _ in $(seq 1 50); do curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((p + 3))/health" | grep -q 401 && break; sleep 0.1; done
+  local q
+  for q in 3 7; do
+    for _ in $(seq 1 50); do curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((p + q))/health" | grep -q 401 && break; sleep 0.1; done
+  done
 }
-down() { stop "proxy$1"; stop "serve$1"; stop "sim$1"; }
+down() { stop "base$1"; stop "proxy$1"; stop "serve$1"; stop "sim$1"; }
 
 # --- stored events ---------------------------------------------------------------------
 # drain SINCE WANT: waits until llm_requests holds WANT rows with ts >= SINCE,
@@ -215,10 +222,11 @@ proxy_pids() {
   case $1 in
     llmtap) echo "${PID[serve$2]}" ;;
     llmtap-split) echo "${PID[proxy$2]}" ;;
+    go-baseline) echo "${PID[base$2]}" ;;
     nginx) nginx_pids ;;
   esac
 }
-url_of() { case $1 in direct) echo "http://127.0.0.1:$2" ;; llmtap) echo "http://127.0.0.1:$(($2 + 1))" ;; llmtap-split) echo "http://127.0.0.1:$(($2 + 4))" ;; nginx) echo "http://127.0.0.1:$(($2 + 3))" ;; esac; }
+url_of() { case $1 in direct) echo "http://127.0.0.1:$2" ;; llmtap) echo "http://127.0.0.1:$(($2 + 1))" ;; llmtap-split) echo "http://127.0.0.1:$(($2 + 4))" ;; go-baseline) echo "http://127.0.0.1:$(($2 + 7))" ;; nginx) echo "http://127.0.0.1:$(($2 + 3))" ;; esac; }
 
 # row SCEN SIM_PORT MODE PATH N C WARM [loadgen flags...]
 # Warm-up, a wait for other work to leave the machine, then the measured run;
@@ -259,7 +267,7 @@ row() {
   echo "bench: ${CD[$key]}; $(printf '%.0f' "$(j "$key" rps)") req/s, p50 $(j "$key" p50_ms) ms, errors $(j "$key" errors)${ST[$key]:+; stored ${ST[$key]}}" >&2
 }
 j() { sed -E "s/.*\"$2\":([-0-9.e+]+).*/\1/" <<<"${R[$1]}"; }
-paths=(direct llmtap llmtap-split nginx)
+paths=(direct llmtap llmtap-split go-baseline nginx)
 
 phase() { echo "bench: ${SECONDS}s: $1" >&2; }
 
@@ -304,7 +312,7 @@ per_stream() {
   r1=$(rss_sum "$@")
   wait "$lgpid"; forget "$lgpid"
   MEM[$name]=$(awk -v a="$r0" -v b="$r1" 'BEGIN { printf "%.1f", (b - a) / 500 }')
-  if [ "$name" != nginx ]; then
+  if [[ $name == llmtap* ]]; then
     local got; got=$(drain "$since" 550); sent=$((sent + 550))
     MEMSTORED[$name]="$got of 550"
     [ "$got" = 550 ] || lost+=("memory/$name: $got of 550 events stored")
@@ -313,6 +321,7 @@ per_stream() {
 }
 per_stream llmtap http://127.0.0.1:18011 "${PID[serve18010]}"
 per_stream llmtap-split http://127.0.0.1:18014 "${PID[proxy18010]}"
+per_stream go-baseline http://127.0.0.1:18017 "${PID[base18010]}"
 # shellcheck disable=SC2046
 per_stream nginx http://127.0.0.1:18013 $(nginx_workers)
 down 18010
@@ -360,12 +369,14 @@ table() {
 }
 # goals SCEN: the issue #2 ratios per mode.
 goals() {
-  local scen=$1 mode d n l s
+  local scen=$1 mode d n l s b
   for mode in nonstream stream; do
-    d=$scen/$mode/direct n=$scen/$mode/nginx l=$scen/$mode/llmtap s=$scen/$mode/llmtap-split
+    d=$scen/$mode/direct n=$scen/$mode/nginx l=$scen/$mode/llmtap s=$scen/$mode/llmtap-split b=$scen/$mode/go-baseline
     echo "- $mode: throughput / nginx: llmtap serve $(ratio "$(j "$l" rps)" "$(j "$n" rps)"), llmtap-split $(ratio "$(j "$s" rps)" "$(j "$n" rps)") (goal ≥ 1.0);" \
       "added p50 / nginx's: llmtap serve $(ratio "$(added "$l" "$d")" "$(added "$n" "$d")"), llmtap-split $(ratio "$(added "$s" "$d")" "$(added "$n" "$d")") (goal ≤ 1.2);" \
-      "proxy-process CPU µs/req / nginx's: llmtap serve $(ratio "${CP[$l]}" "${CP[$n]}") (its process also decodes and writes events), llmtap proxy $(ratio "${CP[$s]}" "${CP[$n]}")"
+      "proxy-process CPU µs/req / nginx's: llmtap serve $(ratio "${CP[$l]}" "${CP[$n]}") (its process also decodes and writes events), llmtap proxy $(ratio "${CP[$s]}" "${CP[$n]}"), Go baseline $(ratio "${CP[$b]}" "${CP[$n]}")"
+    echo "  - against the Go baseline (the same configuration as nginx in net/http, no capture): throughput llmtap serve $(ratio "$(j "$l" rps)" "$(j "$b" rps)"), llmtap-split $(ratio "$(j "$s" rps)" "$(j "$b" rps)"); the baseline's own throughput / nginx's $(ratio "$(j "$b" rps)" "$(j "$n" rps)");" \
+      "llmtap proxy's CPU µs/req / the baseline's $(ratio "${CP[$s]}" "${CP[$b]}")"
   done
 }
 stored_lines() {
@@ -392,7 +403,7 @@ stored_lines() {
   echo "tokens), as in the deployment the goals are about; vllm-sim's timers share the cores too, so a proxy's CPU can delay the"
   echo "tokens themselves (a stream's added p50 sums such delays over 64 tokens, TTFT over one)."
   echo
-  echo "- **proxy CPU**: the process under test (llmtap's one process; nginx's master and workers). For llmtap serve it includes"
+  echo "- **proxy CPU**: the process under test (llmtap's or the baseline's one process; nginx's master and workers). For llmtap serve it includes"
   echo "  decoding the captured events and the PostgreSQL client, which llmtap-split moves to \`llmtap ingest\` (**ingest CPU**)."
   echo "- **store CPU**: PostgreSQL's backends of the bench database, postmaster and background processes (other databases'"
   echo "  backends are left out; the figure over every postgres process is in the per-row detail)."
@@ -408,6 +419,8 @@ stored_lines() {
   echo "llmtap: \`llmtap serve\` (capture on, every event committed to PostgreSQL) and llmtap-split: \`llmtap proxy\` shipping gzip NDJSON"
   echo "batches to a separate \`llmtap ingest\` that writes to the same PostgreSQL database."
   echo "nginx: \`map\` of Bearer keys to names, \`if (\$client = \"\") return 401\`, \`proxy_buffering off\`, upstream keepalive."
+  echo "go-baseline: the same configuration as nginx written with Go's net/http server and httputil.ReverseProxy (cmd/baseline), capturing"
+  echo "nothing: the floor of any proxy built on Go's HTTP stack, so that llmtap's own cost and the stack's can be told apart."
   echo
   table nodelay "TTFB"
   echo
@@ -441,6 +454,7 @@ stored_lines() {
   echo "|---|---|---:|"
   echo "| llmtap serve | RSS growth / 500 | ${MEM[llmtap]} |"
   echo "| llmtap proxy (split) | RSS growth / 500 | ${MEM[llmtap-split]} |"
+  echo "| go-baseline (no capture) | RSS growth / 500 | ${MEM[go-baseline]} |"
   echo "| nginx (sum of workers) | RSS growth / 500 | ${MEM[nginx]} |"
   echo "| llmtap proxy package | Go heap + stack / 200 | ${go_kib:-n/a} (heap ${go_heap:-n/a}, stack ${go_stack:-n/a}) |"
   echo
