@@ -127,7 +127,8 @@ done
 keylist=$(IFS=,; echo "${keys[*]}"); namelist=$(IFS=,; echo "${names[*]}")
 
 # Ports: vllm-sim 18000 (no delay), 18020 (vLLM-like), 18010 (slow, memory);
-# on top of each, +1 llmtap serve, +3 nginx, +4 llmtap proxy, +7 the Go baseline.
+# on top of each, +1 llmtap serve, +3 nginx, +4 llmtap proxy, +7 and +8 the Go
+# baselines (net/http, fasthttp).
 # llmtap ingest 18002.
 # shellcheck disable=SC2016 # nginx variables, not shell ones
 {
@@ -177,7 +178,8 @@ start ingest bin/llmtap ingest --config "$work/ingest.yaml"
 wait_http http://127.0.0.1:19402/healthz
 
 # up SIM_PORT SIM_FLAGS...: vllm-sim, llmtap serve, llmtap proxy and the Go
-# baseline (cmd/baseline: the nginx configuration above in net/http) for one scenario.
+# baselines (cmd/baseline: the nginx configuration above on net/http and on
+# fasthttp) for one scenario.
 up() {
   local p=$1; shift
   start "sim$p" bin/vllm-sim --listen "127.0.0.1:$p" "$@"
@@ -185,16 +187,17 @@ up() {
   start "serve$p" bin/llmtap serve --config "$work/serve$p.yaml"
   llmtap_cfg "$work/proxy$p.yaml" $((p + 4)) "$p" $((p + 6)) $((p + 1404)) http://127.0.0.1:18002
   start "proxy$p" bin/llmtap proxy --config "$work/proxy$p.yaml"
-  start "base$p" bin/baseline --listen "127.0.0.1:$((p + 7))" --upstream "http://127.0.0.1:$p" --keys "$keylist" --consumers "$namelist"
+  start "nethttp$p" bin/baseline --stack nethttp --listen "127.0.0.1:$((p + 7))" --upstream "http://127.0.0.1:$p" --keys "$keylist" --consumers "$namelist"
+  start "fasthttp$p" bin/baseline --stack fasthttp --listen "127.0.0.1:$((p + 8))" --upstream "http://127.0.0.1:$p" --keys "$keylist" --consumers "$namelist"
   wait_http "http://127.0.0.1:$p/health"
   wait_http "http://127.0.0.1:$((p + 1401))/healthz"
   wait_http "http://127.0.0.1:$((p + 1404))/healthz"
   local q
-  for q in 3 7; do
+  for q in 3 7 8; do
     for _ in $(seq 1 50); do curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$((p + q))/health" | grep -q 401 && break; sleep 0.1; done
   done
 }
-down() { stop "base$1"; stop "proxy$1"; stop "serve$1"; stop "sim$1"; }
+down() { stop "fasthttp$1"; stop "nethttp$1"; stop "proxy$1"; stop "serve$1"; stop "sim$1"; }
 
 # --- stored events ---------------------------------------------------------------------
 # drain SINCE WANT: waits until llm_requests holds WANT rows with ts >= SINCE,
@@ -222,11 +225,12 @@ proxy_pids() {
   case $1 in
     llmtap) echo "${PID[serve$2]}" ;;
     llmtap-split) echo "${PID[proxy$2]}" ;;
-    go-baseline) echo "${PID[base$2]}" ;;
+    go-nethttp) echo "${PID[nethttp$2]}" ;;
+    go-fasthttp) echo "${PID[fasthttp$2]}" ;;
     nginx) nginx_pids ;;
   esac
 }
-url_of() { case $1 in direct) echo "http://127.0.0.1:$2" ;; llmtap) echo "http://127.0.0.1:$(($2 + 1))" ;; llmtap-split) echo "http://127.0.0.1:$(($2 + 4))" ;; go-baseline) echo "http://127.0.0.1:$(($2 + 7))" ;; nginx) echo "http://127.0.0.1:$(($2 + 3))" ;; esac; }
+url_of() { case $1 in direct) echo "http://127.0.0.1:$2" ;; llmtap) echo "http://127.0.0.1:$(($2 + 1))" ;; llmtap-split) echo "http://127.0.0.1:$(($2 + 4))" ;; go-nethttp) echo "http://127.0.0.1:$(($2 + 7))" ;; go-fasthttp) echo "http://127.0.0.1:$(($2 + 8))" ;; nginx) echo "http://127.0.0.1:$(($2 + 3))" ;; esac; }
 
 # row SCEN SIM_PORT MODE PATH N C WARM [loadgen flags...]
 # Warm-up, a wait for other work to leave the machine, then the measured run;
@@ -267,7 +271,7 @@ row() {
   echo "bench: ${CD[$key]}; $(printf '%.0f' "$(j "$key" rps)") req/s, p50 $(j "$key" p50_ms) ms, errors $(j "$key" errors)${ST[$key]:+; stored ${ST[$key]}}" >&2
 }
 j() { sed -E "s/.*\"$2\":([-0-9.e+]+).*/\1/" <<<"${R[$1]}"; }
-paths=(direct llmtap llmtap-split go-baseline nginx)
+paths=(direct llmtap llmtap-split go-nethttp go-fasthttp nginx)
 
 phase() { echo "bench: ${SECONDS}s: $1" >&2; }
 
@@ -321,7 +325,8 @@ per_stream() {
 }
 per_stream llmtap http://127.0.0.1:18011 "${PID[serve18010]}"
 per_stream llmtap-split http://127.0.0.1:18014 "${PID[proxy18010]}"
-per_stream go-baseline http://127.0.0.1:18017 "${PID[base18010]}"
+per_stream go-nethttp http://127.0.0.1:18017 "${PID[nethttp18010]}"
+per_stream go-fasthttp http://127.0.0.1:18018 "${PID[fasthttp18010]}"
 # shellcheck disable=SC2046
 per_stream nginx http://127.0.0.1:18013 $(nginx_workers)
 down 18010
@@ -367,16 +372,27 @@ table() {
     done
   done
 }
+# bound NGINX_KEY SPLIT_KEY: the throughput / nginx's that a proxy costing no
+# CPU at all would reach on these cores with llmtap's capture pipeline (the
+# split row's ingest and store CPU): nginx total / (nginx total - nginx's
+# proxy + ingest + store). At saturation req/s is cores / total CPU per request.
+bound() {
+  awk -v t="${CT[$1]}" -v p="${CP[$1]}" -v i="${CI[$2]}" -v g="${CG[$2]}" 'BEGIN { d = t - p + i + g; if (d > 0) printf "%.2f", t / d; else print "n/a" }'
+}
 # goals SCEN: the issue #2 ratios per mode.
 goals() {
-  local scen=$1 mode d n l s b
+  local scen=$1 mode d n l s b f
   for mode in nonstream stream; do
-    d=$scen/$mode/direct n=$scen/$mode/nginx l=$scen/$mode/llmtap s=$scen/$mode/llmtap-split b=$scen/$mode/go-baseline
+    d=$scen/$mode/direct n=$scen/$mode/nginx l=$scen/$mode/llmtap s=$scen/$mode/llmtap-split b=$scen/$mode/go-nethttp f=$scen/$mode/go-fasthttp
     echo "- $mode: throughput / nginx: llmtap serve $(ratio "$(j "$l" rps)" "$(j "$n" rps)"), llmtap-split $(ratio "$(j "$s" rps)" "$(j "$n" rps)") (goal ≥ 1.0);" \
       "added p50 / nginx's: llmtap serve $(ratio "$(added "$l" "$d")" "$(added "$n" "$d")"), llmtap-split $(ratio "$(added "$s" "$d")" "$(added "$n" "$d")") (goal ≤ 1.2);" \
-      "proxy-process CPU µs/req / nginx's: llmtap serve $(ratio "${CP[$l]}" "${CP[$n]}") (its process also decodes and writes events), llmtap proxy $(ratio "${CP[$s]}" "${CP[$n]}"), Go baseline $(ratio "${CP[$b]}" "${CP[$n]}")"
-    echo "  - against the Go baseline (the same configuration as nginx in net/http, no capture): throughput llmtap serve $(ratio "$(j "$l" rps)" "$(j "$b" rps)"), llmtap-split $(ratio "$(j "$s" rps)" "$(j "$b" rps)"); the baseline's own throughput / nginx's $(ratio "$(j "$b" rps)" "$(j "$n" rps)");" \
-      "llmtap proxy's CPU µs/req / the baseline's $(ratio "${CP[$s]}" "${CP[$b]}")"
+      "proxy-process CPU µs/req / nginx's: llmtap serve $(ratio "${CP[$l]}" "${CP[$n]}") (its process also decodes and writes events), llmtap proxy $(ratio "${CP[$s]}" "${CP[$n]}")"
+    echo "  - Go floors (nginx's work, no capture): throughput / nginx's: go-nethttp $(ratio "$(j "$b" rps)" "$(j "$n" rps)"), go-fasthttp $(ratio "$(j "$f" rps)" "$(j "$n" rps)");" \
+      "proxy CPU µs/req / nginx's: go-nethttp $(ratio "${CP[$b]}" "${CP[$n]}"), go-fasthttp $(ratio "${CP[$f]}" "${CP[$n]}");" \
+      "llmtap against go-nethttp (its server's stack): throughput llmtap serve $(ratio "$(j "$l" rps)" "$(j "$b" rps)"), llmtap-split $(ratio "$(j "$s" rps)" "$(j "$b" rps)"), llmtap proxy's CPU µs/req $(ratio "${CP[$s]}" "${CP[$b]}")"
+    if [ "$scen" = nodelay ]; then   # CPU-bound rows only
+      echo "  - ceiling with capture on: a proxy costing no CPU, plus llmtap's measured capture pipeline (ingest + store CPU of the llmtap-split row) on these cores, would reach $(bound "$n" "$s") × nginx's throughput"
+    fi
   done
 }
 stored_lines() {
@@ -419,8 +435,10 @@ stored_lines() {
   echo "llmtap: \`llmtap serve\` (capture on, every event committed to PostgreSQL) and llmtap-split: \`llmtap proxy\` shipping gzip NDJSON"
   echo "batches to a separate \`llmtap ingest\` that writes to the same PostgreSQL database."
   echo "nginx: \`map\` of Bearer keys to names, \`if (\$client = \"\") return 401\`, \`proxy_buffering off\`, upstream keepalive."
-  echo "go-baseline: the same configuration as nginx written with Go's net/http server and httputil.ReverseProxy (cmd/baseline), capturing"
-  echo "nothing: the floor of any proxy built on Go's HTTP stack, so that llmtap's own cost and the stack's can be told apart."
+  echo "go-nethttp and go-fasthttp (cmd/baseline): the same configuration as nginx in Go, capturing nothing, on the standard library's"
+  echo "server, httputil.ReverseProxy and Transport (llmtap's server is net/http; its upstream client, proxy/upstream, is its own) and"
+  echo "on valyala/fasthttp: the floors of a Go proxy on each stack, so that llmtap's own cost, its stack's, and what another stack"
+  echo "would change can be told apart."
   echo
   table nodelay "TTFB"
   echo
@@ -454,7 +472,8 @@ stored_lines() {
   echo "|---|---|---:|"
   echo "| llmtap serve | RSS growth / 500 | ${MEM[llmtap]} |"
   echo "| llmtap proxy (split) | RSS growth / 500 | ${MEM[llmtap-split]} |"
-  echo "| go-baseline (no capture) | RSS growth / 500 | ${MEM[go-baseline]} |"
+  echo "| go-nethttp (no capture) | RSS growth / 500 | ${MEM[go-nethttp]} |"
+  echo "| go-fasthttp (no capture) | RSS growth / 500 | ${MEM[go-fasthttp]} |"
   echo "| nginx (sum of workers) | RSS growth / 500 | ${MEM[nginx]} |"
   echo "| llmtap proxy package | Go heap + stack / 200 | ${go_kib:-n/a} (heap ${go_heap:-n/a}, stack ${go_stack:-n/a}) |"
   echo

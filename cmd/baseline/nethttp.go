@@ -1,0 +1,39 @@
+package main
+
+import (
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+)
+
+// serveNetHTTP serves the baseline on net/http until the listener fails.
+func serveNetHTTP(listen string, u *url.URL, names map[string]string) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	return http.Serve(ln, netHTTPHandler(u, names))
+}
+
+func netHTTPHandler(u *url.URL, names map[string]string) http.Handler {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 256
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Host = pr.In.Host
+			pr.Out.Header.Set("X-Consumer-Username", names[pr.In.Header.Get("Authorization")])
+			pr.Out.Header.Del("Authorization")
+		},
+		Transport:     tr,
+		FlushInterval: -1,
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if names[r.Header.Get("Authorization")] == "" {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+}
