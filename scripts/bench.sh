@@ -353,7 +353,9 @@ fi
 [ "${BENCH_GO:-1}" = 0 ] || go test -run '^$' -bench . -benchmem -benchtime "${BENCH_TIME:-1s}" -timeout 60m ./... 2>&1 | grep -E '^(Benchmark|ok|FAIL|pkg:|---)' | grep -v '^ok' >"$gobench" || true
 
 # --- report ----------------------------------------------------------------------------------
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0 || a == "n/a" || b == "n/a") print "n/a"; else printf "%.2f", a / b }'; }
+# ratio A B: A / B, or n/a when either is missing or below zero (an added
+# latency below zero is noise: the row ran faster than direct).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || a < 0 || b <= 0) print "n/a"; else printf "%.2f", a / b }'; }
 added() { awk -v a="$(j "$1" p50_ms)" -v b="$(j "$2" p50_ms)" 'BEGIN { printf "%.2f", a - b }'; }
 dash() { case $1 in direct) echo "—" ;; *) echo "$2" ;; esac; }
 # disturbed KEY: " †" when the machine used over 1.5× (+50 µs/req) what the
