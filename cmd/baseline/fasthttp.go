@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"io"
-	"net"
 	"net/url"
 
 	"github.com/valyala/fasthttp"
@@ -12,11 +11,7 @@ import (
 
 // serveFastHTTP serves the baseline on fasthttp until the listener fails.
 func serveFastHTTP(listen string, u *url.URL, names map[string]string) error {
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	return fasthttp.Serve(ln, fastHTTPHandler(u, names))
+	return fasthttp.ListenAndServe(listen, fastHTTPHandler(u, names))
 }
 
 // fastHTTPHandler forwards with a HostClient that streams response bodies:

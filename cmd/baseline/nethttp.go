@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -9,11 +8,7 @@ import (
 
 // serveNetHTTP serves the baseline on net/http until the listener fails.
 func serveNetHTTP(listen string, u *url.URL, names map[string]string) error {
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	return http.Serve(ln, netHTTPHandler(u, names))
+	return http.ListenAndServe(listen, netHTTPHandler(u, names))
 }
 
 func netHTTPHandler(u *url.URL, names map[string]string) http.Handler {
