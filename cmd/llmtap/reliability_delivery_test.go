@@ -433,7 +433,9 @@ func TestReliabilityIngestNetworkFlaps(t *testing.T) {
 	t.Parallel()
 	_, up := newSim(t)
 	r := newRig(t, up.URL, rigOpts{db: "flaps", ingestViaForwarder: true})
-	n := pick(300, 5000)
+	// The load spans several batch ages (1 s): the shipper posts about
+	// once a second, so a shorter load can end before any answer passed.
+	n := pick(600, 5000)
 	drops := int64(pick(3, 20))
 	r.ifwd.dropReplies.Store(drops)
 	lr := startLoad(t, r.proxyURL(), r.keys, loadOpts{n: n, conc: 8, interval: "3ms", tag: "flaps"})
@@ -442,8 +444,10 @@ func TestReliabilityIngestNetworkFlaps(t *testing.T) {
 		select {
 		case <-lr.done:
 		case <-time.After(time.Duration(150+flaps*37%200) * time.Millisecond):
-			if r.ifwd.dropReplies.Load() > 0 && lr.completed.Load() < int64(n/2) {
-				continue // lost answers first (first half of the load), then resets too
+			// Lost answers first, then resets too: cutting starts once an
+			// answer was swallowed, or at 3/4 of the load in any case.
+			if r.ifwd.dropped.Load() == 0 && lr.completed.Load() < int64(n*3/4) {
+				continue
 			}
 			r.ifwd.cut()
 			time.Sleep(20 * time.Millisecond)
@@ -501,7 +505,7 @@ func TestReliabilityAmbiguousStoreWrites(t *testing.T) {
 			t.Parallel()
 			_, up := newSim(t)
 			r := newRig(t, up.URL, rigOpts{kind: kind, db: "ambiguous_" + kind[:2], viaForwarder: true})
-			n := pick(300, 5000)
+			n := pick(600, 5000) // several batch ages: ingest writes about once a second
 			lr := startLoad(t, r.proxyURL(), r.keys, loadOpts{n: n, conc: 8, interval: "3ms", tag: "ambiguous"})
 			swallowed := 0
 			for {
