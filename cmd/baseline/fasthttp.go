@@ -9,11 +9,6 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// serveFastHTTP serves the baseline on fasthttp until the listener fails.
-func serveFastHTTP(listen string, u *url.URL, names map[string]string) error {
-	return fasthttp.ListenAndServe(listen, fastHTTPHandler(u, names))
-}
-
 // fastHTTPHandler forwards with a HostClient that streams response bodies:
 // an event stream is copied to the client a read at a time, each flushed at
 // once (nginx's proxy_buffering off); other bodies are read whole.

@@ -20,9 +20,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/valyala/fasthttp"
 )
 
 func main() {
@@ -48,9 +51,9 @@ func run(stack, listen, upstream, keys, consumers string) error {
 	}
 	switch stack {
 	case "nethttp":
-		return serveNetHTTP(listen, u, names)
+		return http.ListenAndServe(listen, netHTTPHandler(u, names))
 	case "fasthttp":
-		return serveFastHTTP(listen, u, names)
+		return fasthttp.ListenAndServe(listen, fastHTTPHandler(u, names))
 	}
 	return fmt.Errorf("unknown --stack %q", stack)
 }

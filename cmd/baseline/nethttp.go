@@ -6,11 +6,8 @@ import (
 	"net/url"
 )
 
-// serveNetHTTP serves the baseline on net/http until the listener fails.
-func serveNetHTTP(listen string, u *url.URL, names map[string]string) error {
-	return http.ListenAndServe(listen, netHTTPHandler(u, names))
-}
-
+// netHTTPHandler is the baseline on the standard library: key lookup, then
+// httputil.ReverseProxy flushing every write.
 func netHTTPHandler(u *url.URL, names map[string]string) http.Handler {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 256
